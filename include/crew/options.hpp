@@ -1,0 +1,55 @@
+// crew/options.hpp — construction options shared by both executors.
+//
+// Use designated initialisers: `crew::Options{.on_error = f}`. Fields that an
+// executor cannot honour are rejected by its constructor with
+// crew::InvalidArgument, never silently ignored.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+
+namespace crew {
+
+/// How shutdown() treats work that was submitted but has not started.
+enum class Shutdown {
+    drain,           ///< run everything already submitted, then stop
+    cancel_pending,  ///< cancel what has not started (get() throws Cancelled)
+};
+
+/// How a ProcessExecutor starts its worker processes (Python's
+/// multiprocessing contexts). See docs/design.md for what each costs.
+enum class Start {
+    fork,         ///< fork() the caller: fastest, unsafe if the caller runs threads
+    fork_server,  ///< fork from a single-threaded server started early by exec
+    spawn,        ///< fork()+exec() a fresh copy of this binary per worker
+};
+
+/// Options for ThreadExecutor and ProcessExecutor.
+struct Options {
+    /// Number of workers; 0 means one per hardware thread. The constructor's
+    /// `workers` argument, when not 0, wins.
+    std::size_t workers = 0;
+    /// Receives exceptions escaping post()ed tasks; when empty they are
+    /// printed to stderr. Several workers may call it at once: make it
+    /// thread-safe.
+    std::function<void(std::exception_ptr)> on_error = {};
+    /// Processes only: run once in each new worker before its first task.
+    /// (Threads: run once at the start of each worker thread.)
+    void (*initializer)() = nullptr;
+    /// Processes only: replace a worker after it ran this many tasks (0: never).
+    std::size_t max_tasks_per_worker = 0;
+    /// Processes only: a task running longer is failed with crew::Timeout and
+    /// its worker killed and replaced (0: no limit).
+    std::chrono::nanoseconds task_timeout{0};
+    /// Processes only: address-space limit per worker in bytes (0: none).
+    std::size_t memory_limit = 0;
+    /// Processes only: how workers are started.
+    Start start = Start::fork_server;
+    /// Largest message (task, arguments, result) a channel accepts, in bytes;
+    /// a longer length read from the wire is a crew::ChannelError.
+    std::size_t max_message_size = std::size_t{1} << 32;
+};
+
+}  // namespace crew
