@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <optional>
 
 namespace crew {
 
@@ -45,8 +46,9 @@ struct Options {
     std::chrono::nanoseconds task_timeout{0};
     /// Processes only: address-space limit per worker in bytes (0: none).
     std::size_t memory_limit = 0;
-    /// Processes only: how workers are started.
-    Start start = Start::fork_server;
+    /// Processes only: how workers are started; unset means the safe default
+    /// (see crew::ProcessExecutor).
+    std::optional<Start> start = std::nullopt;
     /// Largest message (task, arguments, result) a channel accepts, in bytes;
     /// a longer length read from the wire is a crew::ChannelError.
     std::size_t max_message_size = std::size_t{1} << 32;

@@ -1,0 +1,23 @@
+// crew/sync/lock_free.hpp — crew::sync::LockFree, the default policy: a
+// bounded CAS-based MPMC ring (crew::LockFreeQueue); idle workers spin
+// briefly, then sleep on a futex.
+//
+// When: short tasks, many submitters; the fastest of the three here.
+// Cost: one CAS per push and per pop, plus a fence to look for sleepers.
+#pragma once
+
+#include <string_view>
+
+#include <crew/lock_free_queue.hpp>
+
+namespace crew::sync {
+
+/// Sync policy: crew::LockFreeQueue (Vyukov's bounded MPMC ring).
+struct LockFree {
+    static constexpr std::string_view name = "lock-free";
+
+    template <class T>
+    using queue = LockFreeQueue<T>;
+};
+
+}  // namespace crew::sync

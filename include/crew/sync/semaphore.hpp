@@ -1,0 +1,97 @@
+// crew/sync/semaphore.hpp — crew::sync::Semaphore: the classic bounded buffer.
+//
+// Two counting semaphores count free and used slots, a binary semaphore guards
+// the ring itself (Dijkstra's producer/consumer). A blocked producer or
+// consumer sleeps on its semaphore (a futex in libstdc++).
+// When: to see the textbook solution at work, or when producers must be
+// throttled by capacity with no busy waiting at all.
+// Cost: three semaphore operations per push and per pop.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <semaphore>
+#include <string_view>
+#include <utility>
+
+#include <crew/detail/ring.hpp>
+
+namespace crew::sync {
+
+/// Sync policy: counting semaphores for free/used slots + a binary semaphore.
+struct Semaphore {
+    static constexpr std::string_view name = "semaphore";
+
+    template <class T>
+    class queue {
+    public:
+        explicit queue(std::size_t capacity)
+            : ring_(capacity), free_(static_cast<std::ptrdiff_t>(capacity)), used_(0), guard_(1) {}
+
+        bool try_push(T&& item) {
+            if (!free_.try_acquire()) return false;
+            put(std::move(item));
+            return true;
+        }
+        bool try_pop(T& out) {
+            if (!used_.try_acquire()) return false;
+            return take(out);
+        }
+        bool push(T item) {
+            free_.acquire();
+            if (closed_.load(std::memory_order_acquire)) {
+                free_.release();  // pass the wake-up on to the next blocked producer
+                return false;
+            }
+            put(std::move(item));
+            return true;
+        }
+        bool pop(T& out) {
+            used_.acquire();
+            return take(out);
+        }
+
+        // close() adds one "closing" token to each semaphore; whoever takes it
+        // while the ring is empty (or closed, for producers) gives it back, so
+        // every blocked caller wakes in turn.
+        void close() {
+            closed_.store(true, std::memory_order_release);
+            used_.release();
+            free_.release();
+        }
+
+        [[nodiscard]] std::size_t capacity() const noexcept { return ring_.capacity(); }
+
+    private:
+        static constexpr std::ptrdiff_t max_count = INT32_MAX;  // libstdc++'s largest futex-backed count
+
+        void put(T&& item) {
+            guard_.acquire();
+            ring_.push(std::move(item));
+            guard_.release();
+            used_.release();
+        }
+        // Holding one `used` token: an item, or the closing token.
+        bool take(T& out) {
+            guard_.acquire();
+            if (ring_.empty()) {
+                guard_.release();
+                used_.release();
+                return false;
+            }
+            out = ring_.pop();
+            guard_.release();
+            free_.release();
+            return true;
+        }
+
+        detail::Ring<T> ring_;
+        std::counting_semaphore<max_count> free_;
+        std::counting_semaphore<max_count> used_;
+        std::binary_semaphore guard_;
+        std::atomic<bool> closed_{false};
+    };
+};
+
+}  // namespace crew::sync

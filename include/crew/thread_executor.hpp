@@ -1,0 +1,273 @@
+// crew/thread_executor.hpp — crew::ThreadExecutor<Sync>: a pool of threads
+// behind crew::Future.
+//
+// When: I/O-bound work, or CPU-bound work that shares large data; tasks share
+// the process's memory, so a crash or a race in one task affects all.
+// Cost: one allocation per submit (the task and its future's state are one
+// object); a hand-off through the Sync policy's queue (lock-free by default);
+// idle workers spin ~50 us, then sleep. See docs/benchmarks.md.
+//
+// Any callable works, capturing lambdas included. A task that waits on a
+// future (e.g. of a task it submitted itself) runs other queued tasks while it
+// waits, so nested waiting never deadlocks the pool, even with one worker.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <mutex>
+#include <ranges>
+#include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <crew/detail/executor_core.hpp>
+#include <crew/detail/shared_state.hpp>
+#include <crew/errors.hpp>
+#include <crew/future.hpp>
+#include <crew/options.hpp>
+#include <crew/sync/lock_free.hpp>
+#include <crew/sync/policy.hpp>
+
+namespace crew {
+
+namespace detail {
+
+/// A submitted task: the callable, its arguments and its future's state in
+/// one allocation. References: the future's and the queue's.
+template <class R, class F, class... Args>
+class ThreadTask final : public SharedState<R>, public Job {
+public:
+    template <class Fn, class... As>
+    explicit ThreadTask(Fn&& f, As&&... args)
+        : SharedState<R>(2), call_(std::forward<Fn>(f), std::forward<As>(args)...) {}
+
+    void run() noexcept override {
+        if (this->try_claim()) {
+            std::apply([this](auto&... call) { publish_invoke<R>(*this, std::move(call)...); }, call_);
+        }
+        this->release();
+    }
+    void abandon() noexcept override {
+        this->try_cancel();
+        this->release();
+    }
+
+private:
+    void destroy() noexcept override { delete this; }
+
+    std::tuple<F, Args...> call_;
+};
+
+/// A post()ed task: no future; an exception goes to the executor's reporter.
+template <class Core, class F, class... Args>
+class PostedTask final : public Job {
+public:
+    template <class Fn, class... As>
+    explicit PostedTask(Core& core, Fn&& f, As&&... args)
+        : core_(core), call_(std::forward<Fn>(f), std::forward<As>(args)...) {}
+
+    void run() noexcept override {
+        try {
+            std::apply([](auto&... call) { std::invoke(std::move(call)...); }, call_);
+        } catch (...) {
+            core_.report(std::current_exception());
+        }
+        delete this;
+    }
+    void abandon() noexcept override { delete this; }
+
+private:
+    Core& core_;
+    std::tuple<F, Args...> call_;
+};
+
+}  // namespace detail
+
+/// A pool of worker threads; Sync (crew::sync::LockFree, Mutex or Semaphore)
+/// chooses how its task queue is synchronised.
+template <class Sync = sync::LockFree>
+class ThreadExecutor {
+    static_assert(sync::policy<Sync>,
+                  "crew::ThreadExecutor<Sync>: Sync must be a sync policy: crew::sync::LockFree, "
+                  "crew::sync::Mutex or crew::sync::Semaphore");
+
+public:
+    using sync_policy = Sync;
+
+    /// Starts `workers` threads (0: one per hardware thread, or
+    /// options.workers). Options that only apply to processes
+    /// (max_tasks_per_worker, task_timeout, memory_limit, start) are rejected
+    /// with crew::InvalidArgument; options.initializer runs once at the start
+    /// of each worker thread.
+    explicit ThreadExecutor(std::size_t workers = 0, Options options = {})
+        : core_(check(options), queue_capacity) {
+        const std::size_t n = detail::resolve_workers(workers, options);
+        threads_.reserve(n);
+        try {
+            for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this, init = options.initializer] { work(init); });
+        } catch (...) {
+            shutdown(Shutdown::cancel_pending);
+            throw;
+        }
+    }
+
+    ThreadExecutor(const ThreadExecutor&) = delete;
+    ThreadExecutor& operator=(const ThreadExecutor&) = delete;
+
+    /// shutdown(drain), then joins every worker.
+    ~ThreadExecutor() {
+        shutdown(Shutdown::drain);
+        std::lock_guard lock(join_mutex_);
+        for (auto& t : threads_) {
+            if (!t.joinable()) continue;
+            if (t.get_id() == std::this_thread::get_id())
+                t.detach();  // destroyed from one of its own tasks: cannot join itself
+            else
+                t.join();
+        }
+    }
+
+    /// Runs `f(args...)` on a worker; the future holds its result. Arguments
+    /// are copied (or moved) into the task. Throws crew::ExecutorShutdown
+    /// after shutdown().
+    template <class F, class... Args>
+    auto submit(F&& f, Args&&... args) -> Future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
+        using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
+        using Task = detail::ThreadTask<R, std::decay_t<F>, std::decay_t<Args>...>;
+        auto* task = new Task(std::forward<F>(f), std::forward<Args>(args)...);
+        enqueue(task, [task] {
+            task->release();
+            task->release();
+        });
+        return detail::make_future<R>(task);
+    }
+
+    /// Runs `f(args...)` on a worker with no future. An exception goes to
+    /// Options::on_error, or to stderr when none was given; never lost.
+    template <class F, class... Args>
+    void post(F&& f, Args&&... args) {
+        using Task = detail::PostedTask<Core, std::decay_t<F>, std::decay_t<Args>...>;
+        auto* task = new Task(core_, std::forward<F>(f), std::forward<Args>(args)...);
+        enqueue(task, [task] { task->abandon(); });
+    }
+
+    /// `f` applied to every input, results in input order. Inputs are split
+    /// into chunks of `chunk` (0: about four chunks per worker), one task per
+    /// chunk. Returns when all work ended; then rethrows the exception of the
+    /// first failed input, if any.
+    template <class F, std::ranges::forward_range Range>
+    auto map(F&& f, const Range& inputs, std::size_t chunk = 0)
+        -> std::vector<std::invoke_result_t<F&, std::ranges::range_reference_t<const Range>>> {
+        using R = std::invoke_result_t<F&, std::ranges::range_reference_t<const Range>>;
+        static_assert(!std::is_void_v<R>, "crew::map: the function must return a value; use post() or submit() "
+                                          "for functions that return void");
+        using It = std::ranges::iterator_t<const Range>;
+        const auto n = static_cast<std::size_t>(std::ranges::distance(inputs));
+        chunk = detail::pick_chunk(n, size(), chunk);
+
+        // The chunks refer to `f` and `inputs` in place: safe because map()
+        // does not return before every chunk has finished.
+        std::vector<Future<std::vector<R>>> parts;
+        parts.reserve((n + chunk - 1) / chunk);
+        std::exception_ptr submit_error;
+        It it = std::ranges::begin(inputs);
+        for (std::size_t done = 0; done < n;) {
+            const std::size_t count = std::min(chunk, n - done);
+            try {
+                parts.push_back(submit([&f, first = it, count] {
+                    std::vector<R> out;
+                    out.reserve(count);
+                    It at = first;
+                    for (std::size_t i = 0; i < count; ++i, ++at) out.push_back(std::invoke(f, *at));
+                    return out;
+                }));
+            } catch (...) {
+                submit_error = std::current_exception();
+                break;
+            }
+            std::ranges::advance(it, static_cast<std::ranges::range_difference_t<const Range>>(count));
+            done += count;
+        }
+        std::vector<R> results;
+        results.reserve(n);
+        std::exception_ptr first_error = submit_error;
+        for (auto& part : parts) {
+            part.wait();
+            if (first_error) continue;
+            try {
+                auto values = part.get();
+                std::move(values.begin(), values.end(), std::back_inserter(results));
+            } catch (...) {
+                first_error = std::current_exception();
+            }
+        }
+        if (first_error) std::rethrow_exception(first_error);
+        return results;
+    }
+
+    /// Stops taking work. `drain` runs everything already submitted;
+    /// `cancel_pending` cancels what has not started (their futures throw
+    /// crew::Cancelled). Waits for the workers to finish, except when called
+    /// from one of them (the destructor joins then). Later submit/post/map
+    /// throw crew::ExecutorShutdown. Safe to call more than once, from any
+    /// thread.
+    void shutdown(Shutdown how = Shutdown::drain) {
+        core_.close(how);
+        if (detail::current_wait_helper == &core_) return;  // a task must not join its own pool
+        std::lock_guard lock(join_mutex_);
+        for (auto& t : threads_)
+            if (t.joinable()) t.join();
+    }
+
+    /// Number of worker threads.
+    [[nodiscard]] std::size_t size() const noexcept { return threads_.size(); }
+
+private:
+    using Core = detail::ExecutorCore<Sync>;
+
+    // Big enough that bursts of submits rarely block, small enough to stay in
+    // cache (64 KiB of slots for the lock-free ring).
+    static constexpr std::size_t queue_capacity = 1024;
+
+    static const Options& check(const Options& o) {
+        if (o.max_tasks_per_worker != 0 || o.task_timeout.count() != 0 || o.memory_limit != 0 || o.start)
+            throw InvalidArgument(
+                "crew::ThreadExecutor: max_tasks_per_worker, task_timeout, memory_limit and start apply to "
+                "worker processes only (a thread cannot be killed or limited alone); use crew::ProcessExecutor");
+        return o;
+    }
+
+    template <class Discard>
+    void enqueue(detail::Job* job, Discard discard) {
+        try {
+            core_.enqueue(job);
+        } catch (...) {
+            discard();
+            throw;
+        }
+    }
+
+    void work(void (*initializer)()) {
+        detail::current_wait_helper = &core_;
+        if (initializer != nullptr) {
+            try {
+                initializer();
+            } catch (...) {
+                core_.report(std::current_exception());
+            }
+        }
+        detail::Job* job = nullptr;
+        while (core_.take(job)) job->run();
+        detail::current_wait_helper = nullptr;
+    }
+
+    Core core_;
+    std::mutex join_mutex_;
+    std::vector<std::thread> threads_;
+};
+
+}  // namespace crew
