@@ -56,7 +56,7 @@ class LockFreeQueue {
 public:
     using value_type = T;
 
-    /// A queue for at least `capacity` items (rounded up to a power of two),
+    /// A queue for at least `capacity` items (rounded up to a power of two, 2 at least),
     /// slots on the heap. Throws crew::InvalidArgument for capacity 0.
     explicit LockFreeQueue(std::size_t capacity) : LockFreeQueue(round_up(capacity), nullptr, false) {}
 
@@ -123,6 +123,7 @@ public:
     /// Adds an item, sleeping while the queue is full. Returns false (and
     /// drops nothing: the item is not moved from) when the queue is closed.
     bool push(T item) {
+        if (closed()) return false;
         return block_until(not_full_, [&] { return try_push(std::move(item)); });
     }
 
@@ -184,7 +185,9 @@ private:
     }
     static std::size_t round_up(std::size_t capacity) {
         if (capacity == 0) throw InvalidArgument("crew::LockFreeQueue: capacity must be at least 1");
-        std::size_t c = 1;
+        // At least 2: with one slot, "full for lap t" (seq == t + 1) would read
+        // as "free for lap t + 1" and a producer would overwrite its own item.
+        std::size_t c = 2;
         while (c < capacity) c <<= 1;
         return c;
     }

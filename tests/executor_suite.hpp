@@ -1,0 +1,248 @@
+// The behaviour every executor shares, as one typed test list. A test file
+// defines CREW_SUITE_TYPES (a comma-separated list of executor types) and a
+// CREW_SUITE_TAG, then includes this file. Tasks are plain functions or
+// captureless lambdas so the same list runs on processes.
+#pragma once
+
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <crew/crew.hpp>
+
+#include "catch.hpp"
+
+namespace suite {
+
+inline int square(int x) { return x * x; }
+inline int add(int a, int b) { return a + b; }
+inline void nothing() {}
+inline std::string greet(std::string name) { return "hello " + name; }
+inline int sleep_then(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+inline int fail_on(int x) {
+    if (x == 3 || x == 7) throw std::runtime_error("input " + std::to_string(x) + " failed");
+    return x;
+}
+inline int always_throws() { throw std::invalid_argument("boom from a task"); }
+
+}  // namespace suite
+
+using namespace std::chrono_literals;
+
+TEMPLATE_TEST_CASE("submit returns the value, void and arguments", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(2);
+    CHECK(ex.size() == 2);
+    auto f = ex.submit(suite::square, 12);
+    auto g = ex.submit(suite::add, 40, 2);
+    auto h = ex.submit(suite::greet, std::string("crew"));
+    auto v = ex.submit(suite::nothing);
+    auto l = ex.submit([](int a) { return a * 3; }, 5);
+    CHECK(f.get() == 144);
+    CHECK(g.get() == 42);
+    CHECK(h.get() == "hello crew");
+    v.get();
+    CHECK(l.get() == 15);
+    CHECK_FALSE(f.valid());
+}
+
+TEMPLATE_TEST_CASE("map keeps input order for every chunk size", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(2);
+    std::vector<int> inputs(1000);
+    for (int i = 0; i < 1000; ++i) inputs[static_cast<std::size_t>(i)] = i;
+    for (std::size_t chunk : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{1000}, std::size_t{5000}}) {
+        auto out = ex.map(suite::square, inputs, chunk);
+        REQUIRE(out.size() == inputs.size());
+        for (int i = 0; i < 1000; ++i) REQUIRE(out[static_cast<std::size_t>(i)] == i * i);
+    }
+    CHECK(ex.map(suite::square, std::vector<int>{}).empty());
+}
+
+TEMPLATE_TEST_CASE("map rethrows the first failure after all work ends", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(2);
+    std::vector<int> inputs{0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    CHECK_THROWS_WITH(ex.map(suite::fail_on, inputs, 1), Catch::Contains("input 3 failed"));
+    // Still serving afterwards.
+    CHECK(ex.submit(suite::square, 3).get() == 9);
+}
+
+TEMPLATE_TEST_CASE("an exception in a task reaches get()", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(2);
+    auto f = ex.submit(suite::always_throws);
+    CHECK_THROWS_WITH(f.get(), Catch::Contains("boom from a task"));
+    CHECK(ex.submit(suite::square, 4).get() == 16);
+}
+
+TEMPLATE_TEST_CASE("then chains run in order and exceptions skip them", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(2);
+    auto f = ex.submit(suite::square, 3).then([](int x) { return x + 1; }).then([](int x) { return std::to_string(x); });
+    CHECK(f.get() == "10");
+    bool ran = false;
+    auto g = ex.submit(suite::always_throws).then([&](int x) {
+        ran = true;
+        return x;
+    });
+    CHECK_THROWS_WITH(g.get(), Catch::Contains("boom"));
+    CHECK_FALSE(ran);
+    auto v = ex.submit(suite::nothing).then([] { return 5; });
+    CHECK(v.get() == 5);
+}
+
+TEMPLATE_TEST_CASE("when_all, when_any, as_completed and wait", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(2);
+    SECTION("when_all over a vector keeps order") {
+        std::vector<crew::Future<int>> fs;
+        for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(suite::square, i));
+        auto all = crew::when_all(std::move(fs)).get();
+        REQUIRE(all.size() == 20);
+        for (int i = 0; i < 20; ++i) CHECK(all[static_cast<std::size_t>(i)] == i * i);
+    }
+    SECTION("when_all variadic mixes types and void") {
+        auto t = crew::when_all(ex.submit(suite::square, 2), ex.submit(suite::greet, std::string("x")),
+                                ex.submit(suite::nothing))
+                     .get();
+        CHECK(std::get<0>(t) == 4);
+        CHECK(std::get<1>(t) == "hello x");
+    }
+    SECTION("when_all fails with the first failure") {
+        std::vector<crew::Future<int>> fs;
+        fs.push_back(ex.submit(suite::square, 2));
+        fs.push_back(ex.submit(suite::always_throws));
+        CHECK_THROWS_WITH(crew::when_all(std::move(fs)).get(), Catch::Contains("boom"));
+    }
+    SECTION("when_any tells which finished first") {
+        std::vector<crew::Future<int>> fs;
+        fs.push_back(ex.submit(suite::sleep_then, 400));
+        fs.push_back(ex.submit(suite::sleep_then, 1));
+        std::size_t first = crew::when_any(fs);
+        CHECK(first == 1);
+        CHECK(fs[first].get() == 1);
+        CHECK(fs[0].get() == 400);
+    }
+    SECTION("as_completed yields each future once, as it becomes ready") {
+        std::vector<crew::Future<int>> fs;
+        fs.push_back(ex.submit(suite::sleep_then, 300));
+        fs.push_back(ex.submit(suite::sleep_then, 1));
+        std::vector<int> order;
+        for (auto& f : crew::as_completed(fs)) order.push_back(f.get());
+        CHECK(order == std::vector<int>{1, 300});
+    }
+    SECTION("wait: first_completed, first_exception, all_completed, timeout") {
+        std::vector<crew::Future<int>> fs;
+        fs.push_back(ex.submit(suite::sleep_then, 500));
+        fs.push_back(ex.submit(suite::sleep_then, 1));
+        auto r = crew::wait(fs, crew::Return::first_completed);
+        CHECK(r.done == std::vector<std::size_t>{1});
+        CHECK(r.not_done == std::vector<std::size_t>{0});
+        auto t = crew::wait(fs, crew::Return::all_completed, 10ms);
+        CHECK(t.not_done == std::vector<std::size_t>{0});
+        auto all = crew::wait(fs, crew::Return::all_completed);
+        CHECK(all.done.size() == 2);
+        CHECK(all.not_done.empty());
+
+        std::vector<crew::Future<int>> gs;
+        gs.push_back(ex.submit(suite::sleep_then, 600));
+        gs.push_back(ex.submit(suite::always_throws));
+        auto e = crew::wait(gs, crew::Return::first_exception);
+        CHECK(e.done == std::vector<std::size_t>{1});
+        CHECK(e.not_done == std::vector<std::size_t>{0});
+    }
+}
+
+TEMPLATE_TEST_CASE("cancel works on pending tasks only", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(1);
+    auto running = ex.submit(suite::sleep_then, 300);
+    std::vector<crew::Future<int>> queued;
+    for (int i = 0; i < 300; ++i) queued.push_back(ex.submit(suite::square, i));
+    std::this_thread::sleep_for(100ms);
+    CHECK_FALSE(running.cancel());
+    auto& last = queued.back();
+    CHECK(last.cancel());
+    CHECK_FALSE(last.cancel());
+    CHECK(last.ready());
+    CHECK_THROWS_AS(last.get(), crew::Cancelled);
+    CHECK(running.get() == 300);
+    for (std::size_t i = 0; i + 1 < queued.size(); ++i) CHECK(queued[i].get() == static_cast<int>(i * i));
+}
+
+TEMPLATE_TEST_CASE("shutdown drains or cancels, then refuses work", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    SECTION("drain runs everything submitted") {
+        TestType ex(2);
+        std::vector<crew::Future<int>> fs;
+        for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(suite::sleep_then, 5));
+        ex.shutdown(crew::Shutdown::drain);
+        for (auto& f : fs) {
+            CHECK(f.ready());
+            CHECK(f.get() == 5);
+        }
+        CHECK_THROWS_AS(ex.submit(suite::square, 1), crew::ExecutorShutdown);
+        CHECK_THROWS_AS(ex.post(suite::nothing), crew::ExecutorShutdown);
+        CHECK_THROWS_AS(ex.map(suite::square, std::vector<int>{1, 2}), crew::ExecutorShutdown);
+        ex.shutdown();  // twice is fine
+    }
+    SECTION("cancel_pending cancels what has not started") {
+        TestType ex(1);
+        auto running = ex.submit(suite::sleep_then, 200);
+        std::vector<crew::Future<int>> fs;
+        for (int i = 0; i < 300; ++i) fs.push_back(ex.submit(suite::square, i));
+        std::this_thread::sleep_for(50ms);
+        ex.shutdown(crew::Shutdown::cancel_pending);
+        CHECK(running.get() == 200);
+        std::size_t cancelled = 0;
+        for (std::size_t i = 0; i < fs.size(); ++i) {
+            REQUIRE(fs[i].ready());
+            try {
+                int value = fs[i].get();
+                CHECK(value == static_cast<int>(i * i));
+            } catch (const crew::Cancelled&) {
+                ++cancelled;
+            }
+        }
+        CHECK(cancelled > 0);
+        CHECK_THROWS_AS(ex.submit(suite::square, 1), crew::ExecutorShutdown);
+    }
+}
+
+TEMPLATE_TEST_CASE("the destructor drains and joins", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    std::vector<crew::Future<int>> fs;
+    {
+        TestType ex(2);
+        for (int i = 0; i < 10; ++i) fs.push_back(ex.submit(suite::sleep_then, 10));
+    }
+    for (auto& f : fs) {
+        CHECK(f.ready());
+        CHECK(f.get() == 10);
+    }
+}
+
+namespace suite {
+inline std::atomic<int> errors_seen{0};
+inline void count_error(std::exception_ptr e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+        if (std::string(ex.what()).find("boom") != std::string::npos) ++errors_seen;
+    }
+}
+}  // namespace suite
+
+TEMPLATE_TEST_CASE("post delivers exceptions to on_error", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    suite::errors_seen = 0;
+    {
+        TestType ex(2, crew::Options{.on_error = suite::count_error});
+        for (int i = 0; i < 5; ++i) ex.post(suite::always_throws);
+        ex.post(suite::nothing);
+        ex.shutdown();
+    }
+    CHECK(suite::errors_seen == 5);
+}
+
+TEMPLATE_TEST_CASE("models crew::executor", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    STATIC_REQUIRE(crew::executor<TestType>);
+}

@@ -1,0 +1,145 @@
+// crew::LockFreeQueue: edges, blocking, placement, and an MPMC fuzz with a
+// type that counts its own constructions and destructions.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <crew/lock_free_queue.hpp>
+
+#include "catch.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+std::atomic<long> live{0};
+
+// Counts live instances, so a lost or duplicated item shows as a leak or a
+// double destruction.
+struct Counted {
+    std::uint64_t value = 0;
+    Counted() noexcept { ++live; }
+    explicit Counted(std::uint64_t v) noexcept : value(v) { ++live; }
+    Counted(const Counted& o) noexcept : value(o.value) { ++live; }
+    Counted(Counted&& o) noexcept : value(o.value) { ++live; }
+    Counted& operator=(const Counted&) noexcept = default;
+    Counted& operator=(Counted&&) noexcept = default;
+    ~Counted() { --live; }
+};
+
+}  // namespace
+
+TEST_CASE("capacity rounds up; full and empty edges", "[queue]") {
+    crew::LockFreeQueue<int> q(5);
+    CHECK(q.capacity() == 8);
+    int out = 0;
+    CHECK_FALSE(q.try_pop(out));
+    for (int i = 0; i < 8; ++i) CHECK(q.try_push(i));
+    CHECK_FALSE(q.try_push(99));
+    CHECK(q.size_approx() == 8);
+    for (int lap = 0; lap < 3; ++lap) {  // wrap around several laps
+        for (int i = 0; i < 8; ++i) {
+            REQUIRE(q.try_pop(out));
+            CHECK(out == i);
+            REQUIRE(q.try_push(i));
+        }
+    }
+    CHECK_THROWS_AS(crew::LockFreeQueue<int>(0), crew::InvalidArgument);
+    crew::LockFreeQueue<int> one(1);  // one slot cannot tell full from free: rounded to 2
+    CHECK(one.capacity() == 2);
+    CHECK(one.try_push(1));
+    CHECK(one.try_push(2));
+    CHECK_FALSE(one.try_push(3));
+    CHECK(q.try_pop().value() == 0);
+}
+
+TEST_CASE("destruction destroys what is left", "[queue]") {
+    live = 0;
+    {
+        crew::LockFreeQueue<Counted> q(16);
+        for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(q.try_emplace(i));
+        Counted c;
+        REQUIRE(q.try_pop(c));
+        CHECK(live == 10);
+    }
+    CHECK(live == 0);
+}
+
+TEST_CASE("blocking push and pop sleep and close wakes them", "[queue]") {
+    crew::LockFreeQueue<int> q(2);
+    std::thread consumer([&] {
+        int v = 0;
+        long sum = 0;
+        while (q.pop(v)) sum += v;
+        CHECK(sum == 5050);
+    });
+    for (int i = 1; i <= 100; ++i) REQUIRE(q.push(i));  // blocks whenever the 2 slots are full
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    q.close();
+    consumer.join();
+    CHECK_FALSE(q.push(1));
+    int v = 0;
+    CHECK_FALSE(q.pop(v));
+}
+
+TEST_CASE("a queue placed in caller-provided memory", "[queue]") {
+    const std::size_t bytes = crew::LockFreeQueue<std::uint64_t>::bytes_for(64);
+    auto* raw = static_cast<unsigned char*>(::operator new(bytes, std::align_val_t{64}));
+    auto* q = crew::LockFreeQueue<std::uint64_t>::create_at(raw, 64);
+    for (std::uint64_t i = 0; i < 64; ++i) REQUIRE(q->try_push(i));
+    CHECK_FALSE(q->try_push(64));
+    std::uint64_t v = 0;
+    REQUIRE(q->try_pop(v));
+    CHECK(v == 0);
+    q->~LockFreeQueue();
+    ::operator delete(raw, std::align_val_t{64});
+}
+
+TEST_CASE("MPMC fuzz: nothing lost, duplicated or leaked", "[queue][stress]") {
+    live = 0;
+    const std::size_t per_producer = crew_test::scaled(200'000);
+    for (std::size_t capacity : {std::size_t{1}, std::size_t{2}, std::size_t{64}, std::size_t{1024}}) {
+        for (auto [producers, consumers] : {std::pair{2, 2}, std::pair{4, 1}, std::pair{1, 4}, std::pair{3, 3}}) {
+            crew::LockFreeQueue<Counted> q(capacity);
+            const std::size_t total = per_producer * static_cast<std::size_t>(producers);
+            auto seen = std::make_unique<std::atomic<std::uint8_t>[]>(total);
+            std::atomic<std::size_t> received{0};
+            std::vector<std::thread> threads;
+            for (int p = 0; p < producers; ++p) {
+                threads.emplace_back([&, p] {
+                    std::minstd_rand rng(static_cast<unsigned>(p));
+                    for (std::size_t i = 0; i < per_producer; ++i) {
+                        Counted item(static_cast<std::uint64_t>(p) * per_producer + i);
+                        if (rng() % 2)
+                            REQUIRE(q.push(std::move(item)));
+                        else
+                            while (!q.try_push(std::move(item))) std::this_thread::yield();
+                    }
+                });
+            }
+            for (int c = 0; c < consumers; ++c) {
+                threads.emplace_back([&] {
+                    Counted item;
+                    while (received.load() < total) {
+                        if (!q.try_pop(item)) {
+                            std::this_thread::yield();
+                            continue;
+                        }
+                        seen[item.value].fetch_add(1);
+                        received.fetch_add(1);
+                    }
+                });
+            }
+            for (auto& t : threads) t.join();
+            std::size_t wrong = 0;
+            for (std::size_t i = 0; i < total; ++i) wrong += seen[i].load() != 1;
+            INFO("capacity " << capacity << ", " << producers << "P" << consumers << "C");
+            CHECK(wrong == 0);
+            CHECK(received == total);
+        }
+    }
+    CHECK(live == 0);
+}

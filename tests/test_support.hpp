@@ -1,0 +1,51 @@
+// Helpers shared by the tests: scale for sanitizer builds, CPU time, leaks.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <string>
+
+#include <time.h>
+
+namespace crew_test {
+
+/// True in TSan/ASan builds, which run 5-20x slower.
+constexpr bool sanitized() {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+    return true;
+#else
+    return false;
+#endif
+#else
+    return false;
+#endif
+}
+
+/// Iteration counts shrink under sanitizers so CI stays within its budget.
+constexpr std::size_t scaled(std::size_t n) { return sanitized() ? n / 20 : n; }
+
+/// CPU time used by this process so far (all threads).
+inline std::chrono::nanoseconds process_cpu_time() {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+/// The contract: an executor idle for a second uses under 10 ms of CPU.
+/// Sanitizer runtimes run background threads of their own; allow for them.
+inline std::chrono::nanoseconds idle_cpu_limit() {
+    return sanitized() ? std::chrono::milliseconds(60) : std::chrono::milliseconds(10);
+}
+
+/// Number of open file descriptors of this process.
+inline std::size_t open_fds() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+}
+
+}  // namespace crew_test
