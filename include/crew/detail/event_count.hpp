@@ -17,6 +17,15 @@
 
 #include <crew/detail/futex.hpp>
 
+// ThreadSanitizer builds (GCC defines the first macro, Clang the feature).
+#if defined(__SANITIZE_THREAD__)
+#define CREW_DETAIL_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CREW_DETAIL_TSAN 1
+#endif
+#endif
+
 namespace crew::detail {
 
 class EventCount {
@@ -49,10 +58,22 @@ public:
 
 private:
     void notify(int count) noexcept {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (waiters_.load(std::memory_order_relaxed) == 0) return;  // the common, free case
+        if (announced_waiters() == 0) return;  // the common, free case
         epoch_.fetch_add(1, std::memory_order_seq_cst);
         futex_wake(epoch_, count, shared_);
+    }
+
+    // The notifier's StoreLoad barrier: its change to the condition must be
+    // visible before it reads the waiter count. ThreadSanitizer does not model
+    // fences, so there the read becomes an RMW, which orders the same way
+    // through the waiter's RMW on the same counter (release sequence).
+    std::uint32_t announced_waiters() noexcept {
+#if defined(CREW_DETAIL_TSAN)
+        return waiters_.fetch_add(0, std::memory_order_seq_cst);
+#else
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        return waiters_.load(std::memory_order_relaxed);
+#endif
     }
 
     std::atomic<std::uint32_t> epoch_{0};
