@@ -50,7 +50,7 @@ template <class Sync>
 class CrewPool {
 public:
     static constexpr bool crew = true;
-    static std::string name() { return "crew ThreadExecutor<" + std::string(Sync::name) + ">"; }
+    static std::string name() { return "crew ThreadExecutor (" + std::string(Sync::name) + ")"; }
 
     explicit CrewPool(std::size_t workers) : ex_(workers) {}
     template <class F>

@@ -1,11 +1,19 @@
 // crew/crew.hpp — everything public in crew, in one include.
 #pragma once
 
+#include <crew/codec.hpp>
 #include <crew/errors.hpp>
 #include <crew/executor.hpp>
 #include <crew/future.hpp>
 #include <crew/lock_free_queue.hpp>
+#include <crew/ipc/channel.hpp>
+#include <crew/ipc/mutex.hpp>
+#include <crew/ipc/pipe.hpp>
+#include <crew/ipc/semaphore.hpp>
+#include <crew/ipc/shared_region.hpp>
+#include <crew/ipc/socket.hpp>
 #include <crew/options.hpp>
+#include <crew/process_executor.hpp>
 #include <crew/sync/lock_free.hpp>
 #include <crew/sync/mutex.hpp>
 #include <crew/sync/policy.hpp>

@@ -192,21 +192,7 @@ public:
             std::ranges::advance(it, static_cast<std::ranges::range_difference_t<const Range>>(count));
             done += count;
         }
-        std::vector<R> results;
-        results.reserve(n);
-        std::exception_ptr first_error = submit_error;
-        for (auto& part : parts) {
-            part.wait();
-            if (first_error) continue;
-            try {
-                auto values = part.get();
-                std::move(values.begin(), values.end(), std::back_inserter(results));
-            } catch (...) {
-                first_error = std::current_exception();
-            }
-        }
-        if (first_error) std::rethrow_exception(first_error);
-        return results;
+        return detail::join_chunks<R>(parts, n, submit_error);
     }
 
     /// Stops taking work. `drain` runs everything already submitted;

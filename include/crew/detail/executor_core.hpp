@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <iterator>
+#include <vector>
 #include <exception>
 #include <thread>
 #include <utility>
@@ -75,6 +77,26 @@ inline std::size_t pick_chunk(std::size_t items, std::size_t workers, std::size_
     if (requested != 0) return requested;
     std::size_t chunk = items / (workers * 4);
     return chunk == 0 ? 1 : chunk;
+}
+
+/// map()'s last step: waits for every chunk, concatenates the results in
+/// order, then rethrows the first failure (in input order), if any.
+template <class R, class Chunks>
+std::vector<R> join_chunks(Chunks& chunks, std::size_t expected, std::exception_ptr first_error) {
+    std::vector<R> results;
+    results.reserve(expected);
+    for (auto& chunk : chunks) {
+        chunk.wait();
+        if (first_error) continue;
+        try {
+            auto values = chunk.get();
+            std::move(values.begin(), values.end(), std::back_inserter(results));
+        } catch (...) {
+            first_error = std::current_exception();
+        }
+    }
+    if (first_error) std::rethrow_exception(first_error);
+    return results;
 }
 
 template <sync::policy Sync>

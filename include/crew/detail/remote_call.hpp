@@ -1,0 +1,145 @@
+// crew/detail/remote_call.hpp — how a task travels to a worker process and its
+// result travels back.
+//
+// A task is a *trampoline*: a function instantiated for the task's callable
+// and argument types, named by CodeRef (so a fresh exec of the binary finds
+// it too). It decodes the callable and the arguments, calls, and encodes the
+// result. A function pointer travels as a CodeRef; a captureless lambda as
+// nothing at all (its type is in the trampoline; it is default-constructed).
+//
+// Messages:
+//   batch  = u32 count, then count x { u64 slot, CodeRef trampoline, u64 n, n bytes of arguments }
+//            count 0 asks the worker to exit.
+//   result = u64 slot, u8 outcome (0 value, 1 exception), then the encoded
+//            value, or two strings: the exception's type name and what().
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <crew/codec.hpp>
+#include <crew/detail/code_ref.hpp>
+#include <crew/detail/demangle.hpp>
+
+namespace crew {
+
+template <>
+struct Codec<detail::CodeRef> {
+    static constexpr std::size_t min_encoded_size = 16;
+    static void encode(Writer& w, const detail::CodeRef& r) {
+        w.write_value(r.module);
+        w.write_value(r.offset);
+    }
+    static detail::CodeRef decode(Reader& r) {
+        detail::CodeRef ref;
+        ref.module = r.read_value<std::uint64_t>();
+        ref.offset = r.read_value<std::uint64_t>();
+        return ref;
+    }
+};
+
+namespace detail {
+
+using Trampoline = void (*)(Reader& arguments, Writer& result);
+
+enum class Outcome : std::uint8_t { value = 0, exception = 1 };
+
+/// A callable a worker process can run: a function pointer, or a stateless
+/// class (a lambda that captures nothing).
+template <class F>
+concept stateless_callable =
+    (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
+    (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F> &&
+     std::is_trivially_copyable_v<F>);
+
+template <class F>
+void encode_callable(Writer& w, const F& f) {
+    if constexpr (std::is_pointer_v<F>) w.write_value(ModuleTable::ref(reinterpret_cast<const void*>(f)));
+}
+
+template <class F>
+F decode_callable(Reader& r) {
+    if constexpr (std::is_pointer_v<F>)
+        return reinterpret_cast<F>(const_cast<void*>(ModuleTable::resolve(r.read_value<CodeRef>())));
+    else
+        return F{};
+}
+
+/// Runs F(Args...) from encoded arguments; the result is encoded into `out`.
+template <class F, class... Args>
+void call_trampoline(Reader& in, Writer& out) {
+    F f = decode_callable<F>(in);
+    std::tuple<Args...> args{in.read_value<Args>()...};  // braces: decoded left to right
+    in.expect_end();
+    using R = std::invoke_result_t<F&, Args...>;
+    if constexpr (std::is_void_v<R>)
+        std::apply(f, std::move(args));
+    else
+        out.write_value(std::apply(f, std::move(args)));
+}
+
+/// Runs F on every element of an encoded vector (one map() chunk).
+template <class F, class In>
+void map_trampoline(Reader& in, Writer& out) {
+    F f = decode_callable<F>(in);
+    auto inputs = in.read_value<std::vector<In>>();
+    in.expect_end();
+    using R = std::invoke_result_t<F&, const In&>;
+    std::vector<R> results;
+    results.reserve(inputs.size());
+    for (const auto& x : inputs) results.push_back(std::invoke(f, x));
+    out.write_value(results);
+}
+
+/// CodeRef of a trampoline, looked up once per instantiation.
+template <Trampoline T>
+const CodeRef& trampoline_ref() {
+    static const CodeRef ref = ModuleTable::ref(reinterpret_cast<const void*>(T));
+    return ref;
+}
+
+/// Encodes one call: trampoline, callable, arguments.
+template <Trampoline T, class F, class... Args>
+std::vector<std::byte> encode_call(const F& f, const Args&... args) {
+    std::vector<std::byte> bytes;
+    bytes.reserve(64);
+    Writer w(bytes);
+    w.write_value(trampoline_ref<T>());
+    std::vector<std::byte> payload;
+    Writer p(payload);
+    encode_callable(p, f);
+    (p.write_value(args), ...);
+    w.write_value(static_cast<std::uint64_t>(payload.size()));
+    w.write(payload.data(), payload.size());
+    return bytes;
+}
+
+/// Worker side: runs one encoded call and appends its result message.
+inline void run_call(std::uint64_t slot, Reader& in, std::vector<std::byte>& out) {
+    out.clear();
+    Writer w(out);
+    w.write_value(slot);
+    const std::size_t outcome_at = out.size();
+    w.write_value(static_cast<std::uint8_t>(Outcome::value));
+    try {
+        auto trampoline = reinterpret_cast<Trampoline>(const_cast<void*>(ModuleTable::resolve(in.read_value<CodeRef>())));
+        auto n = in.read_value<std::uint64_t>();
+        Reader arguments(in.take(static_cast<std::size_t>(n)));
+        trampoline(arguments, w);
+    } catch (...) {
+        auto info = describe(std::current_exception());
+        out.resize(outcome_at);
+        w.write_value(static_cast<std::uint8_t>(Outcome::exception));
+        w.write_value(info.type_name);
+        w.write_value(info.what);
+    }
+}
+
+}  // namespace detail
+}  // namespace crew

@@ -1,0 +1,725 @@
+// crew/ipc/message_queue.hpp — crew::ipc::MessageQueue, a channel made of two
+// Boost.Interprocess message queues (one per direction).
+//
+// When to use: where a bounded queue of discrete messages is wanted, or to
+// compare with the other channels; it needs names in /dev/shm for a moment,
+// which Pipe, Socket and SharedMemory do not. Between a parent and its own
+// children crew::ipc::SharedMemory is faster and has no name at all.
+//
+// What it costs: per pair, two boost::interprocess::message_queue objects of
+// `slot_count` slots of `slot_bytes` each (4 MiB of shared memory each,
+// touched as used) and a one-page control block, all three named objects in
+// /dev/shm (Boost 1.74 creates queues with shm_open); no fd stays open. A
+// message is an 8-byte length plus the payload, cut into parts of at most
+// `slot_bytes`; every part is copied into the queue and out again under the
+// queue's mutex. Waiting: the queues are only used through try_send() and
+// try_receive(), never Boost's blocking calls; a waiting call spins for a
+// few microseconds, then sleeps on a process-shared futex in the control block
+// (woken by the peer only when someone sleeps), and wakes every 100 ms to check
+// that the peer process still exists. That keeps clear of Boost's waits on
+// process-shared condition variables, whose timed form runs on the wall clock
+// and which a process killed while waiting can leave inconsistent.
+//
+// Names: "crew-mq-<pid>-<128 random bits>-{0,1,c}", created with O_EXCL and
+// mode 0600 (only this user; never someone else's object). pair() must leave
+// them in place: the child's end may be handed to a process started by
+// fork()+exec() with export_handle(), and that process can only open the
+// queues by name. They are removed as soon as every party has them open:
+//   * when the peer's end is claimed by another process (its first send or
+//     receive there, bind_to_current_process(), import_handle()),
+//   * when any end receives a message (the sender has them open),
+//   * when the first endpoint of pair() (the parent's end) is closed or
+//     destroyed in the process that called pair().
+// A crash of the parent between pair() and the child's first use leaves the
+// three names behind (remove "/dev/shm/crew-mq-<dead pid>-*"); every other
+// crash leaves nothing.
+//
+// Peers that end: message queues have no EOF. Each side records its process
+// id in the control block; close() sets a flag there that wakes the peer, and
+// a peer that dies without closing is noticed by a waiting call within
+// ~100 ms (see crew/ipc/shared_memory.hpp, which works the same way). Boost
+// 1.74's queue mutex is not robust: a peer killed while copying a part
+// inside Boost (microseconds per part) leaves it locked, and the other side
+// then blocks in its next send or receive.
+//
+// Guarantees: messages arrive whole, in order, exactly once; any size up to
+// the pair's `max_message` (checked on both sides before anything is
+// allocated). One thread may send while another receives on the same
+// endpoint; concurrent senders (or receivers) need a lock.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/interprocess/creation_tags.hpp>
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <boost/interprocess/permissions.hpp>
+
+#include <crew/detail/shm_ring.hpp>
+#include <crew/errors.hpp>
+#include <crew/ipc/channel.hpp>
+#include <crew/options.hpp>
+
+namespace crew::detail {
+
+/// Bytes per queue slot: the largest part a message is cut into. 64 KiB
+/// parts make the per-part cost (lock, index update, wake-up check) small
+/// next to the copy, and keep the copy a peer makes under the queue's mutex
+/// short.
+inline constexpr std::size_t mq_slot_bytes = std::size_t{64} << 10;
+
+/// Slots per queue: 4 MiB in flight per direction, so a sender streams a
+/// large message for a while before it waits for the receiver.
+inline constexpr std::size_t mq_slot_count = 64;
+
+/// Counters and wake-up words of one direction (parts sent by side d).
+struct MqDirection {
+    RingIndex sent;      // parts put into the queue; stored by the sender
+    RingIndex received;  // parts taken out; stored by the receiver
+    RingSignal data;     // the receiver sleeps here, the sender notifies
+    RingSignal space;    // the sender sleeps here, the receiver notifies
+};
+
+/// The control block next to the two queues.
+struct MqControl {
+    static constexpr std::uint64_t magic_value = 0x6372'6577'6d71'6331;  // "crewmqc1"
+
+    std::atomic<std::uint64_t> magic{0};  // stored last by pair() (release)
+    std::uint64_t slot_bytes = mq_slot_bytes;
+    std::uint64_t slot_count = mq_slot_count;
+    PeerSide side[2];
+    MqDirection dir[2];  // dir[d]: parts sent by side d
+};
+
+inline constexpr std::size_t mq_control_bytes = (sizeof(MqControl) + 4095) / 4096 * 4096;
+
+}  // namespace crew::detail
+
+namespace crew::ipc {
+
+/// A channel of two Boost.Interprocess message queues. Models
+/// crew::ipc::channel.
+class MessageQueue {
+    using Queue = boost::interprocess::message_queue;
+
+public:
+    static constexpr std::string_view name = "mq";
+
+    /// The largest part a queue slot holds; longer messages travel in parts.
+    static constexpr std::size_t slot_bytes = detail::mq_slot_bytes;
+    /// Slots per direction.
+    static constexpr std::size_t slot_count = detail::mq_slot_count;
+
+    /// One end: sends on one queue, receives from the other. Move-only;
+    /// unmaps its queues when destroyed. readable_fd() is -1: there is nothing
+    /// to poll.
+    class Endpoint : public TypedEndpoint<Endpoint> {
+    public:
+        /// An empty (closed) endpoint.
+        Endpoint() noexcept = default;
+
+        Endpoint(Endpoint&& other) noexcept { swap(other); }
+        Endpoint& operator=(Endpoint&& other) noexcept {
+            if (this != &other) {
+                Endpoint gone(std::move(other));
+                swap(gone);  // our old queues close with `gone`
+            }
+            return *this;
+        }
+        Endpoint(const Endpoint&) = delete;
+        Endpoint& operator=(const Endpoint&) = delete;
+        ~Endpoint() { close(); }
+
+        /// Send one whole message; blocks while the queue is full.
+        /// crew::ChannelError if the peer closed its end or its process is
+        /// gone, or the message is longer than max_message.
+        void send_bytes(std::span<const std::byte> bytes);
+
+        /// Receive one whole message into `out`; blocks. crew::ChannelError
+        /// when the peer closed its end or its process is gone (after every
+        /// message it sent was received), or the framing is broken.
+        void receive_bytes(std::vector<std::byte>& out) { (void)receive_impl(out, nullptr); }
+
+        /// As receive_bytes(), but returns false once `deadline` passed with no
+        /// complete message (`out` is then left empty); parts already taken
+        /// stay in the endpoint and the next receive continues. A deadline in
+        /// the past still takes a message that is already waiting.
+        bool receive_bytes_until(std::vector<std::byte>& out, std::chrono::steady_clock::time_point deadline) {
+            return receive_impl(out, &deadline);
+        }
+
+        /// Always -1: message queues have no fd that polls readable.
+        [[nodiscard]] int readable_fd() const noexcept { return -1; }
+
+        /// Tell the peer this side is closed (when this process speaks for
+        /// it: as for crew::ipc::SharedMemory::Endpoint::close()), remove the
+        /// names if this is pair()'s first end in the process that made it,
+        /// and unmap; idempotent. A peer blocked in receive wakes and gets
+        /// crew::ChannelError once it has taken every message sent before.
+        void close() noexcept;
+
+        /// Record the calling process as the one using this side (so the peer
+        /// can tell when it dies), and remove the names when this is not the
+        /// process that made the pair. Happens by itself on the first send or
+        /// receive in a process and in import_handle(); call it first thing
+        /// in a forked child that does not exec. A child that will exec must
+        /// not: it needs the names for export_handle().
+        void bind_to_current_process() {
+            require_open("bind");
+            claim();
+        }
+
+        /// Return "mq:<name>:<side>" for import_handle() in a process started
+        /// with exec(). The queues must still have their names (see the top
+        /// of this header): call it in the child between fork() and exec(),
+        /// before the channel is used there. crew::ChannelError when the
+        /// names are already gone.
+        [[nodiscard]] std::string export_handle();
+
+        /// Open the queues named by export_handle()'s text, bind the side to
+        /// this process and remove the names. crew::ChannelError if the text is
+        /// not an mq handle, or names no crew queues of this user (a handle
+        /// is good for one import).
+        [[nodiscard]] static Endpoint import_handle(std::string_view text,
+                                                    std::size_t max_message = Options{}.max_message_size);
+
+    private:
+        friend class MessageQueue;
+        using Clock = std::chrono::steady_clock;
+        static constexpr std::size_t header_size = 8;
+
+        // State of the message being received; survives a timed-out receive.
+        struct Incoming {
+            bool in_body = false;           // first part taken, length checked
+            std::size_t length = 0;         // payload length, valid when in_body
+            std::vector<std::byte> parked;  // payload so far while no call is running
+        };
+
+        void swap(Endpoint& o) noexcept {
+            std::swap(out_queue_, o.out_queue_);
+            std::swap(in_queue_, o.in_queue_);
+            std::swap(control_, o.control_);
+            std::swap(side_, o.side_);
+            std::swap(base_name_, o.base_name_);
+            std::swap(max_message_, o.max_message_);
+            std::swap(owner_, o.owner_);
+            names_removed_.store(o.names_removed_.exchange(names_removed_.load(std::memory_order_relaxed),
+                                                           std::memory_order_relaxed),
+                                 std::memory_order_relaxed);
+            std::swap(incoming_, o.incoming_);
+            std::swap(send_stage_, o.send_stage_);
+            std::swap(receive_stage_, o.receive_stage_);
+            std::swap(receive_error_, o.receive_error_);
+            std::swap(send_error_, o.send_error_);
+            std::swap(send_watch_, o.send_watch_);
+            std::swap(receive_watch_, o.receive_watch_);
+            std::swap(next_send_check_, o.next_send_check_);
+        }
+
+        void require_open(const char* action) const {
+            if (control_ == nullptr)
+                throw ChannelError(std::string("crew: cannot ") + action +
+                                   " on a closed mq endpoint; it was closed or moved from, use the endpoint "
+                                   "that owns the channel");
+        }
+
+        void claim() {
+            control_->side[side_].pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_release);
+            owner_.claim();
+            if (!owner_.in_creator()) remove_names();  // this process and the creator both have them open
+        }
+        void claim_if_needed() {
+            if (owner_.needs_claim()) claim();
+        }
+
+        /// Remove the three names; errors (already gone) do not matter.
+        void remove_names() noexcept;
+
+        const detail::PeerSide& peer() const noexcept { return control_->side[1 - side_]; }
+
+        bool receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline);
+        /// Take one part into `buffer` (room for slot_bytes); its size, or
+        /// npos when the deadline passed first.
+        std::size_t receive_part(std::byte* buffer, const Clock::time_point* deadline, std::size_t got);
+        void send_part(const std::byte* data, std::size_t size);
+
+        [[noreturn]] void fail_receive(std::string message) {
+            // The position in the stream of parts is lost: every later
+            // receive repeats the error.
+            receive_error_ = message;
+            throw ChannelError(std::move(message));
+        }
+        [[noreturn]] void fail_send(std::string message) {
+            send_error_ = message;
+            throw ChannelError(std::move(message));
+        }
+
+        std::unique_ptr<Queue> out_queue_;  // parts this side sends
+        std::unique_ptr<Queue> in_queue_;   // parts the peer sends
+        detail::MqControl* control_ = nullptr;
+        int side_ = 0;
+        std::string base_name_;  // "crew-mq-<pid>-<hex>"
+        std::size_t max_message_ = 0;
+        detail::SideOwner owner_;
+        std::atomic<bool> names_removed_{false};  // this object removed them (others may have)
+        Incoming incoming_;
+        std::vector<std::byte> send_stage_;     // the first part: header and the payload's start
+        std::vector<std::byte> receive_stage_;  // a part smaller than the room left in `out`
+        std::string receive_error_;             // non-empty: the read side is unusable
+        std::string send_error_;                // non-empty: the write side is unusable
+        detail::PeerWatch send_watch_;
+        detail::PeerWatch receive_watch_;
+        Clock::time_point next_send_check_{};  // a send looks at the peer's process after this
+    };
+
+    /// Make a connected pair: first is the parent's end, second the child's.
+    /// Messages longer than `max_message` bytes are refused on both sides.
+    /// Both sides initially name the calling process as their user.
+    [[nodiscard]] static std::pair<Endpoint, Endpoint> pair(std::size_t max_message = Options{}.max_message_size);
+
+private:
+    [[noreturn]] static void fail_errno(const std::string& what, int err) {
+        throw ChannelError("crew: " + what + ": " + std::system_category().message(err));
+    }
+
+    static std::string queue_name(const std::string& base, int side) { return base + "-" + std::to_string(side); }
+    static std::string control_name(const std::string& base) { return "/" + base + "-c"; }
+
+    /// "crew-mq-<pid>-<32 hex digits from getrandom()>".
+    static std::string unique_base_name();
+
+    /// Maps the control block of an open shm fd.
+    static detail::MqControl* map_control(int fd) {
+        void* p = ::mmap(nullptr, detail::mq_control_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) fail_errno("cannot map an mq channel's control block (mmap)", errno);
+        return static_cast<detail::MqControl*>(p);
+    }
+};
+
+static_assert(channel<MessageQueue>);
+
+// ---------------------------------------------------------------------------
+// Implementation
+// ---------------------------------------------------------------------------
+
+inline std::string MessageQueue::unique_base_name() {
+    unsigned char random[16];
+    std::size_t got = 0;
+    while (got < sizeof random) {
+        const ssize_t n = ::getrandom(random + got, sizeof random - got, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            fail_errno("cannot name an mq channel: getrandom() failed; the system has no random source", errno);
+        }
+        got += static_cast<std::size_t>(n);
+    }
+    std::string base = "crew-mq-" + std::to_string(::getpid()) + "-";
+    static constexpr char hex[] = "0123456789abcdef";
+    for (unsigned char byte : random) {
+        base += hex[byte >> 4];
+        base += hex[byte & 0xf];
+    }
+    return base;
+}
+
+inline std::pair<MessageQueue::Endpoint, MessageQueue::Endpoint> MessageQueue::pair(std::size_t max_message) {
+    namespace bip = boost::interprocess;
+    const std::string base = unique_base_name();
+    const std::string control = control_name(base);
+
+    // O_EXCL: never adopt an object someone else made under this name.
+    int fd = ::shm_open(control.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) fail_errno("cannot create an mq channel's control block (shm_open \"" + control + "\")", errno);
+    detail::MqControl* maps[2] = {nullptr, nullptr};
+    std::unique_ptr<Queue> queues[2][2];  // [endpoint][0: sends on, 1: receives from]
+    auto cleanup = [&] {
+        if (fd >= 0) ::close(fd);
+        for (auto& row : queues)
+            for (auto& q : row) q.reset();
+        for (auto* m : maps)
+            if (m != nullptr) ::munmap(m, detail::mq_control_bytes);
+        Queue::remove(queue_name(base, 0).c_str());
+        Queue::remove(queue_name(base, 1).c_str());
+        ::shm_unlink(control.c_str());
+    };
+    try {
+        // shm_open's mode is filtered by the umask; fchmod makes it exactly 0600.
+        if (::fchmod(fd, 0600) != 0) fail_errno("cannot set the mode of an mq channel's control block", errno);
+        if (::ftruncate(fd, static_cast<off_t>(detail::mq_control_bytes)) != 0)
+            fail_errno("cannot size an mq channel's control block (ftruncate)", errno);
+        maps[0] = map_control(fd);
+        maps[1] = map_control(fd);
+        ::close(fd);  // the mappings keep the memory; no descriptor to leak
+        fd = -1;
+
+        auto* block = ::new (maps[0]) detail::MqControl;
+        const auto me = static_cast<std::int32_t>(::getpid());
+        block->side[0].pid.store(me, std::memory_order_relaxed);
+        block->side[1].pid.store(me, std::memory_order_relaxed);
+        block->magic.store(detail::MqControl::magic_value, std::memory_order_release);
+
+        const bip::permissions owner_only(0600);
+        for (int side = 0; side < 2; ++side)
+            queues[side][0] = std::make_unique<Queue>(bip::create_only, queue_name(base, side).c_str(),
+                                                      slot_count, slot_bytes, owner_only);
+        // Each endpoint maps the queues on its own, so either can be closed
+        // or moved on its own.
+        queues[0][1] = std::make_unique<Queue>(bip::open_only, queue_name(base, 1).c_str());
+        queues[1][1] = std::make_unique<Queue>(bip::open_only, queue_name(base, 0).c_str());
+    } catch (const bip::interprocess_exception& e) {
+        cleanup();
+        throw ChannelError(std::string("crew: cannot create the message queues of an mq channel: ") + e.what() +
+                           "; check free space in /dev/shm and the limit on open files");
+    } catch (...) {
+        cleanup();
+        throw;
+    }
+
+    std::pair<Endpoint, Endpoint> ends;
+    for (int side = 0; side < 2; ++side) {
+        Endpoint& e = side == 0 ? ends.first : ends.second;
+        e.out_queue_ = std::move(queues[side][0]);
+        e.in_queue_ = std::move(queues[side][1]);
+        e.control_ = std::launder(maps[side]);
+        e.side_ = side;
+        e.base_name_ = base;
+        e.max_message_ = max_message;
+        e.owner_.created();
+    }
+    return ends;
+}
+
+inline void MessageQueue::Endpoint::remove_names() noexcept {
+    // Once per object, also when a sending and a receiving thread get here together.
+    if (base_name_.empty() || names_removed_.exchange(true, std::memory_order_relaxed)) return;
+    try {
+        Queue::remove(queue_name(base_name_, 0).c_str());
+        Queue::remove(queue_name(base_name_, 1).c_str());
+    } catch (...) {
+        // Boost reports failure by return value; nothing else to do here.
+    }
+    ::shm_unlink(control_name(base_name_).c_str());
+}
+
+inline void MessageQueue::Endpoint::close() noexcept {
+    if (control_ == nullptr) return;
+    if (owner_.speaks_for_side()) {
+        control_->side[side_].closed.store(1, std::memory_order_seq_cst);
+        // Wake a peer that waits for parts from us or for slots we would free.
+        control_->dir[side_].data.ec.notify_all();
+        control_->dir[1 - side_].space.ec.notify_all();
+    }
+    if (side_ == 0 && owner_.in_creator()) remove_names();
+    out_queue_.reset();
+    in_queue_.reset();
+    ::munmap(control_, detail::mq_control_bytes);
+    control_ = nullptr;
+    side_ = 0;
+    base_name_.clear();
+    owner_.reset();
+    names_removed_.store(false, std::memory_order_relaxed);
+    incoming_ = Incoming{};
+    send_stage_ = {};
+    receive_stage_ = {};
+    receive_error_.clear();
+    send_error_.clear();
+    send_watch_.reset();
+    receive_watch_.reset();
+    next_send_check_ = {};
+}
+
+inline void MessageQueue::Endpoint::send_part(const std::byte* data, std::size_t size) {
+    auto& dir = control_->dir[side_];
+    std::uint64_t seen = dir.received.value.load(std::memory_order_acquire);
+    auto try_send = [&] {
+        try {
+            return out_queue_->try_send(data, size, 0);
+        } catch (const boost::interprocess::interprocess_exception& e) {
+            fail_send(std::string("crew: sending on the mq channel failed: ") + e.what());
+        }
+    };
+    if (!try_send()) {
+        // Full: try again each time the receiver takes a part.
+        auto r = detail::wait_for_peer(
+            [&] {
+                const std::uint64_t now = dir.received.value.load(std::memory_order_acquire);
+                if (now == seen) return false;
+                seen = now;
+                return try_send();
+            },
+            dir.space.ec, peer(), send_watch_, nullptr);
+        if (r == detail::PeerWait::peer_closed)
+            fail_send(
+                "crew: cannot send on the mq channel: the peer closed its end (the other process closed the "
+                "channel); no further message can be sent on it");
+        if (r == detail::PeerWait::peer_gone)
+            fail_send(
+                "crew: cannot send on the mq channel: the peer process is gone (it exited or was killed without "
+                "closing the channel); no further message can be sent on it");
+    }
+    dir.sent.value.store(dir.sent.value.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    dir.data.ec.notify_one();
+}
+
+inline void MessageQueue::Endpoint::send_bytes(std::span<const std::byte> payload) {
+    require_open("send");
+    if (!send_error_.empty()) throw ChannelError(send_error_);
+    if (payload.size() > max_message_)
+        throw ChannelError("crew: cannot send a message of " + std::to_string(payload.size()) +
+                           " bytes on an mq channel whose limit is " + std::to_string(max_message_) +
+                           " bytes; raise Options::max_message_size (or the max_message given to pair() and "
+                           "import_handle()) on both ends, or send less at a time");
+    claim_if_needed();
+    const detail::PeerSide& other = peer();
+    if (other.closed.load(std::memory_order_acquire) != 0)
+        fail_send(
+            "crew: cannot send on the mq channel: the peer closed its end (the other process closed the channel); "
+            "no further message can be sent on it");
+    // As in SharedMemory: ask the kernel about the peer at most once per
+    // check interval (a waiting send looks on its own).
+    if (const auto now = Clock::now(); now >= next_send_check_) {
+        next_send_check_ = now + detail::peer_check_interval;
+        if (send_watch_.gone(static_cast<pid_t>(other.pid.load(std::memory_order_acquire))))
+            fail_send(
+                "crew: cannot send on the mq channel: the peer process is gone (it exited or was killed without "
+                "closing the channel); no further message can be sent on it");
+    }
+
+    // First part: the length, then as much payload as fits; then full slots.
+    const std::size_t first = std::min(payload.size(), slot_bytes - header_size);
+    send_stage_.resize(header_size + first);
+    const auto length = static_cast<std::uint64_t>(payload.size());
+    for (std::size_t i = 0; i < header_size; ++i) send_stage_[i] = static_cast<std::byte>(length >> (8 * i));
+    if (first > 0) std::memcpy(send_stage_.data() + header_size, payload.data(), first);
+    send_part(send_stage_.data(), send_stage_.size());
+    for (std::size_t off = first; off < payload.size(); off += slot_bytes)
+        send_part(payload.data() + off, std::min(slot_bytes, payload.size() - off));
+}
+
+inline std::size_t MessageQueue::Endpoint::receive_part(std::byte* buffer, const Clock::time_point* deadline,
+                                                        std::size_t got) {
+    auto& dir = control_->dir[1 - side_];
+    std::size_t size = 0;
+    std::uint64_t seen = dir.sent.value.load(std::memory_order_acquire);
+    auto try_receive = [&] {
+        boost::interprocess::message_queue::size_type received = 0;
+        unsigned int priority = 0;
+        bool ok = false;
+        try {
+            ok = in_queue_->try_receive(buffer, slot_bytes, received, priority);
+        } catch (const boost::interprocess::interprocess_exception& e) {
+            fail_receive(std::string("crew: receiving from the mq channel failed: ") + e.what());
+        }
+        if (ok) size = static_cast<std::size_t>(received);
+        return ok;
+    };
+    if (!try_receive()) {
+        // Empty: try again each time the sender puts a part in.
+        auto r = detail::wait_for_peer(
+            [&] {
+                const std::uint64_t now = dir.sent.value.load(std::memory_order_acquire);
+                if (now == seen) return false;
+                seen = now;
+                return try_receive();
+            },
+            dir.data.ec, peer(), receive_watch_, deadline);
+        if (r == detail::PeerWait::timeout) return static_cast<std::size_t>(-1);
+        if (r != detail::PeerWait::ready) {
+            const bool closed = r == detail::PeerWait::peer_closed;
+            if (!incoming_.in_body)
+                fail_receive(closed ? std::string("crew: the peer closed the mq channel (the other process closed "
+                                                  "its end); no more messages will arrive")
+                                    : std::string("crew: the peer process is gone (it exited or was killed without "
+                                                  "closing the mq channel); no more messages will arrive"));
+            fail_receive(std::string(closed ? "crew: the peer closed the channel" : "crew: the peer process is gone") +
+                         " in the middle of a message (mq: " + std::to_string(got) + " of " +
+                         std::to_string(incoming_.length) + " bytes arrived); the other process probably died "
+                         "while sending");
+        }
+    }
+    dir.received.value.store(dir.received.value.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    dir.space.ec.notify_one();
+    // The sender has the names open (it put this part in): nobody needs them.
+    if (!names_removed_.load(std::memory_order_relaxed)) remove_names();
+    return size;
+}
+
+inline bool MessageQueue::Endpoint::receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline) {
+    constexpr std::size_t timed_out = static_cast<std::size_t>(-1);
+    require_open("receive");
+    if (!receive_error_.empty()) throw ChannelError(receive_error_);
+    claim_if_needed();
+    if (receive_stage_.size() < slot_bytes) receive_stage_.resize(slot_bytes);
+
+    if (incoming_.in_body) {
+        // Resume the message a timed-out call started.
+        out = std::move(incoming_.parked);
+        incoming_.parked = std::vector<std::byte>{};
+    } else {
+        const std::size_t size = receive_part(receive_stage_.data(), deadline, 0);
+        if (size == timed_out) {
+            out.clear();
+            return false;
+        }
+        if (size < header_size)
+            fail_receive("crew: the mq channel delivered a first part of " + std::to_string(size) +
+                         " bytes, shorter than the 8-byte length; the queue is corrupt");
+        std::uint64_t length = 0;
+        for (std::size_t i = 0; i < header_size; ++i)
+            length |= std::uint64_t{static_cast<unsigned char>(receive_stage_[i])} << (8 * i);
+        // Checked before anything is allocated: a corrupt length must not
+        // make us reserve terabytes.
+        if (length > max_message_)
+            fail_receive("crew: an mq message claims " + std::to_string(length) +
+                         " bytes, more than this channel's limit of " + std::to_string(max_message_) +
+                         " bytes; the queue is corrupt, or the peer sends larger messages: raise "
+                         "Options::max_message_size (the max_message of pair()/import_handle())");
+        if (size - header_size > length)
+            fail_receive("crew: the mq channel delivered a first part longer than its message; the queue is corrupt");
+        incoming_.in_body = true;
+        incoming_.length = static_cast<std::size_t>(length);
+        out.clear();
+        // reserve() takes address space only; pages are touched as parts arrive.
+        out.reserve(incoming_.length);
+        out.insert(out.end(), receive_stage_.begin() + header_size,
+                   receive_stage_.begin() + static_cast<std::ptrdiff_t>(size));
+    }
+
+    while (out.size() < incoming_.length) {
+        const std::size_t have = out.size();
+        const std::size_t left = incoming_.length - have;
+        std::size_t size;
+        if (left >= slot_bytes) {
+            // Room for any part: take it straight into `out`.
+            out.resize(have + slot_bytes);
+            size = receive_part(out.data() + have, deadline, have);
+            out.resize(size == timed_out ? have : have + size);
+        } else {
+            size = receive_part(receive_stage_.data(), deadline, have);
+            if (size != timed_out && size <= left)
+                out.insert(out.end(), receive_stage_.begin(), receive_stage_.begin() + static_cast<std::ptrdiff_t>(size));
+        }
+        if (size == timed_out) {
+            incoming_.parked = std::move(out);
+            out.clear();
+            return false;
+        }
+        if (size == 0 || size > left)
+            fail_receive("crew: the mq channel delivered a part of " + std::to_string(size) + " bytes where " +
+                         std::to_string(left) + " bytes of the message were left; the queue is corrupt");
+    }
+    incoming_ = Incoming{};
+    return true;
+}
+
+inline std::string MessageQueue::Endpoint::export_handle() {
+    require_open("export");
+    // The importer opens the queues by name: they must still be there.
+    const int fd = ::shm_open(control_name(base_name_).c_str(), O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0)
+        throw ChannelError(
+            "crew: cannot export this mq endpoint: its queues' names were already removed (the channel was used or "
+            "bound in another process, or a message was received); call export_handle() in the child before "
+            "anything else uses the channel, or use a channel with no names (SharedMemory, Pipe, Socket)");
+    ::close(fd);
+    owner_.exported();
+    return std::string(name) + ":" + base_name_ + ":" + std::to_string(side_);
+}
+
+inline MessageQueue::Endpoint MessageQueue::Endpoint::import_handle(std::string_view text,
+                                                                    std::size_t max_message) {
+    namespace bip = boost::interprocess;
+    auto refuse = [&](const std::string& why) {
+        return ChannelError("crew: \"" + std::string(text) + "\" is not an mq handle (" + why +
+                            "); pass import_handle() exactly the text export_handle() returned, once");
+    };
+    // "mq:crew-mq-<pid>-<32 hex>:<side>", nothing else: the name must not
+    // point anywhere but at crew's own queues.
+    std::string_view rest = text;
+    const std::string_view prefix = "mq:crew-mq-";
+    if (rest.substr(0, prefix.size()) != prefix) throw refuse("it must start with \"mq:crew-mq-\"");
+    rest.remove_prefix(prefix.size());
+    std::size_t digits = 0;
+    while (digits < rest.size() && rest[digits] >= '0' && rest[digits] <= '9') ++digits;
+    if (digits == 0 || digits > 10 || digits >= rest.size() || rest[digits] != '-')
+        throw refuse("expected the creator's pid after \"crew-mq-\"");
+    rest.remove_prefix(digits + 1);
+    if (rest.size() != 32 + 2 || rest[32] != ':' || (rest[33] != '0' && rest[33] != '1'))
+        throw refuse("expected 32 hex digits, then \":0\" or \":1\" (the side)");
+    for (std::size_t i = 0; i < 32; ++i)
+        if (!((rest[i] >= '0' && rest[i] <= '9') || (rest[i] >= 'a' && rest[i] <= 'f')))
+            throw refuse("expected 32 lower-case hex digits");
+    const int side = rest[33] - '0';
+    const std::string base(text.substr(3, text.size() - 3 - 2));
+
+    const std::string control = control_name(base);
+    const int fd = ::shm_open(control.c_str(), O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) {
+        const int err = errno;
+        throw refuse("no such queues: " + std::system_category().message(err) +
+                     "; they are removed once the peer's end was closed or someone imported them");
+    }
+    struct stat st {};
+    const bool ours = ::fstat(fd, &st) == 0 && st.st_uid == ::geteuid() &&
+                      static_cast<std::size_t>(st.st_size) == detail::mq_control_bytes;
+    detail::MqControl* control_block = nullptr;
+    if (ours) {
+        try {
+            control_block = std::launder(map_control(fd));
+        } catch (...) {
+            ::close(fd);
+            throw;
+        }
+    }
+    ::close(fd);
+    if (control_block == nullptr ||
+        control_block->magic.load(std::memory_order_acquire) != detail::MqControl::magic_value ||
+        control_block->slot_bytes != slot_bytes || control_block->slot_count != slot_count) {
+        if (control_block != nullptr) ::munmap(control_block, detail::mq_control_bytes);
+        throw refuse("it names something that is not a crew mq channel of this crew version");
+    }
+
+    Endpoint e;
+    e.control_ = control_block;  // from here on `e` cleans up
+    e.side_ = side;
+    e.base_name_ = base;
+    e.max_message_ = max_message;
+    try {
+        e.out_queue_ = std::make_unique<Queue>(bip::open_only, queue_name(base, side).c_str());
+        e.in_queue_ = std::make_unique<Queue>(bip::open_only, queue_name(base, 1 - side).c_str());
+    } catch (const bip::interprocess_exception& ex) {
+        e.names_removed_.store(true);  // a failed import leaves the names to their owner
+        throw refuse(std::string("cannot open its queues: ") + ex.what());
+    }
+    for (const Queue* q : {e.out_queue_.get(), e.in_queue_.get()})
+        if (q->get_max_msg_size() != slot_bytes || q->get_max_msg() != slot_count) {
+            e.names_removed_.store(true);
+            throw refuse("its queues are not a crew mq channel's");
+        }
+    e.claim();  // records our pid and removes the names
+    return e;
+}
+
+}  // namespace crew::ipc

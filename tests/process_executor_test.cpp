@@ -1,0 +1,265 @@
+// What only worker processes do: crash isolation, timeouts, recycling, memory
+// limits, initializers, remote exceptions, big payloads, start methods, and
+// leaving nothing behind.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <crew/crew.hpp>
+
+#include "catch.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+int identity(int x) { return x; }
+
+int crash_on(int x) {
+    if (x == 5) std::abort();
+    if (x == 17) std::raise(SIGSEGV);
+    if (x == 29) ::_exit(3);
+    return x;
+}
+
+int own_pid() { return static_cast<int>(::getpid()); }
+
+int sleep_ms(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+
+std::size_t allocate(std::size_t bytes) {
+    std::vector<char> block(bytes, 1);
+    return block.size();
+}
+
+int initialized_value = 0;
+void set_initialized() { initialized_value = 42; }
+int read_initialized() { return initialized_value; }
+
+std::vector<char> echo(std::vector<char> bytes) { return bytes; }
+
+struct CustomError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+int throw_custom() { throw CustomError("custom failure"); }
+
+// Children of this process, by scanning /proc (zombies included).
+std::size_t child_count() {
+    std::size_t n = 0;
+    const std::string me = std::to_string(::getpid());
+    for (auto& e : std::filesystem::directory_iterator("/proc")) {
+        std::ifstream stat(e.path() / "stat");
+        std::string line;
+        if (!std::getline(stat, line)) continue;
+        auto close = line.rfind(')');
+        if (close == std::string::npos) continue;
+        std::istringstream rest(line.substr(close + 2));
+        std::string state, ppid;
+        rest >> state >> ppid;
+        n += ppid == me;
+    }
+    return n;
+}
+
+// Leak check around a block: fds and children as before.
+struct NoLeaks {
+    std::size_t fds = crew_test::open_fds();
+    std::size_t children = child_count();
+    ~NoLeaks() {
+        CHECK(crew_test::open_fds() == fds);
+        CHECK(child_count() == children);
+    }
+};
+
+using Channels = std::tuple<crew::ipc::Pipe, crew::ipc::Socket>;
+
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("a crash fails only its own task", "[process][crash]", Channels) {
+    NoLeaks guard;
+    crew::ProcessExecutor<TestType> ex(2);
+    std::vector<crew::Future<int>> fs;
+    for (int i = 0; i < 40; ++i) fs.push_back(ex.submit(crash_on, i));
+    std::set<int> died;
+    for (int i = 0; i < 40; ++i) {
+        try {
+            int value = fs[static_cast<std::size_t>(i)].get();
+            CHECK(value == i);
+        } catch (const crew::WorkerDied& e) {
+            died.insert(i);
+            if (i == 5) CHECK(e.signal() == SIGABRT);
+            if (i == 17) CHECK(e.signal() == SIGSEGV);
+            if (i == 29) CHECK(e.exit_code() == 3);
+        }
+    }
+    CHECK(died == std::set<int>{5, 17, 29});
+    CHECK(ex.submit(identity, 7).get() == 7);  // still serving
+}
+
+TEST_CASE("a worker SIGKILLed from outside fails its task, the rest go on", "[process][crash]") {
+    NoLeaks guard;
+    crew::ProcessExecutor<crew::ipc::Pipe> ex(1);
+    int pid = ex.submit(own_pid).get();
+    auto victim = ex.submit(sleep_ms, 2000);
+    auto after = ex.submit(identity, 9);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::kill(pid, SIGKILL);
+    CHECK_THROWS_AS(victim.get(), crew::WorkerDied);
+    CHECK(after.get() == 9);
+}
+
+TEST_CASE("task_timeout kills the worker and fails the task with Timeout", "[process]") {
+    NoLeaks guard;
+    crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.task_timeout = std::chrono::milliseconds(200)});
+    auto slow = ex.submit(sleep_ms, 5000);
+    auto next = ex.submit(sleep_ms, 1);
+    CHECK_THROWS_AS(slow.get(), crew::Timeout);
+    CHECK(next.get() == 1);
+}
+
+TEST_CASE("max_tasks_per_worker recycles workers", "[process]") {
+    NoLeaks guard;
+    crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.max_tasks_per_worker = 2});
+    std::vector<int> pids;
+    for (int i = 0; i < 6; ++i) pids.push_back(ex.submit(own_pid).get());
+    CHECK(pids[0] == pids[1]);
+    CHECK(pids[1] != pids[2]);
+    CHECK(pids[2] == pids[3]);
+    CHECK(pids[3] != pids[4]);
+}
+
+TEST_CASE("memory_limit turns a huge allocation into a RemoteError", "[process]") {
+    // Sanitizers reserve terabytes of address space; RLIMIT_AS breaks them.
+    if (crew_test::sanitized()) return;
+    NoLeaks guard;
+    crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.memory_limit = std::size_t{512} << 20});
+    CHECK(ex.submit(allocate, std::size_t{1} << 20).get() == std::size_t{1} << 20);
+    try {
+        ex.submit(allocate, std::size_t{2} << 30).get();
+        FAIL("the allocation should have failed");
+    } catch (const crew::RemoteError& e) {
+        CHECK(e.type_name() == "std::bad_alloc");
+    }
+}
+
+TEST_CASE("the initializer runs in every new worker", "[process]") {
+    crew::ProcessExecutor<crew::ipc::Pipe> ex(2, crew::Options{.initializer = set_initialized});
+    CHECK(ex.submit(read_initialized).get() == 42);
+    CHECK(read_initialized() == 0);  // not in this process
+}
+
+TEST_CASE("remote exceptions carry their dynamic type and message", "[process]") {
+    crew::ProcessExecutor<crew::ipc::Socket> ex(1);
+    try {
+        ex.submit(throw_custom).get();
+        FAIL("expected a RemoteError");
+    } catch (const crew::RemoteError& e) {
+        CHECK(e.type_name().find("CustomError") != std::string::npos);
+        CHECK(e.message() == "custom failure");
+        CHECK(std::string(e.what()).find("custom failure") != std::string::npos);
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("payloads of 0 B, 1 B and 256 MiB travel whole", "[process][payload]", Channels) {
+    crew::ProcessExecutor<TestType> ex(1);
+    CHECK(ex.submit(echo, std::vector<char>{}).get().empty());
+    CHECK(ex.submit(echo, std::vector<char>{'x'}).get() == std::vector<char>{'x'});
+    std::vector<char> big(std::size_t{256} << 20);
+    for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i / 4096);
+    auto back = ex.submit(echo, big).get();
+    CHECK(back.size() == big.size());
+    CHECK(back == big);
+}
+
+TEST_CASE("both start methods run tasks; fork_server is refused clearly", "[process]") {
+    for (auto start : {crew::Start::spawn, crew::Start::fork}) {
+        NoLeaks guard;
+        crew::ProcessExecutor<crew::ipc::Pipe> ex(2, crew::Options{.start = start});
+        CHECK(ex.submit(identity, 3).get() == 3);
+        CHECK(ex.submit([](std::string s) { return s + "!"; }, std::string("spawned")).get() == "spawned!");
+    }
+    CHECK_THROWS_AS(crew::ProcessExecutor<crew::ipc::Pipe>(1, crew::Options{.start = crew::Start::fork_server}),
+                    crew::InvalidArgument);
+}
+
+TEST_CASE("process executors start safely while other threads allocate and lock", "[process]") {
+    crew::ThreadExecutor<> busy(2);
+    std::atomic<bool> stop{false};
+    std::mutex m;
+    for (int i = 0; i < 2; ++i)
+        busy.post([&] {
+            while (!stop) {
+                std::lock_guard lock(m);
+                std::vector<int> garbage(1000, 1);
+            }
+        });
+    const int rounds = crew_test::sanitized() ? 5 : 50;
+    for (int i = 0; i < rounds; ++i) {
+        crew::ProcessExecutor<crew::ipc::Pipe> ex(1);
+        REQUIRE(ex.submit(identity, i).get() == i);
+    }
+    stop = true;
+}
+
+TEST_CASE("workers exit when the parent is SIGKILLed", "[process]") {
+    int report[2];
+    REQUIRE(::pipe(report) == 0);
+    pid_t parent = ::fork();
+    REQUIRE(parent >= 0);
+    if (parent == 0) {
+        crew::ProcessExecutor<crew::ipc::Pipe> ex(2);
+        int pids[2] = {ex.submit(own_pid).get(), ex.submit(own_pid).get()};
+        auto ignored = ex.submit(sleep_ms, 60000);  // keep a worker busy
+        (void)!::write(report[1], pids, sizeof pids);
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(report[1]);
+    int pids[2] = {0, 0};
+    REQUIRE(::read(report[0], pids, sizeof pids) == static_cast<ssize_t>(sizeof pids));
+    ::close(report[0]);
+    ::kill(parent, SIGKILL);
+    ::waitpid(parent, nullptr, 0);
+    // Gone, or a zombie waiting for a reaper (a container's init may not reap).
+    auto gone = [](int pid) {
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        if (!std::getline(stat, line)) return true;
+        auto close = line.rfind(')');
+        return close != std::string::npos && line.size() > close + 2 && line[close + 2] == 'Z';
+    };
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while ((!gone(pids[0]) || !gone(pids[1])) && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(gone(pids[0]));
+    CHECK(gone(pids[1]));
+}
+
+// The same generic job gives identical results on threads and processes.
+template <crew::executor Ex>
+std::vector<int> generic_job(Ex& ex) {
+    std::vector<int> inputs(100);
+    for (int i = 0; i < 100; ++i) inputs[static_cast<std::size_t>(i)] = i;
+    auto squares = ex.map([](int x) { return x * x; }, inputs, 7);
+    squares.push_back(ex.submit([](int a, int b) { return a - b; }, 50, 8).get());
+    return squares;
+}
+
+TEST_CASE("one generic job, identical on threads and processes", "[process]") {
+    crew::ThreadExecutor<> threads(2);
+    crew::ProcessExecutor<crew::ipc::Pipe> pipes(2);
+    crew::ProcessExecutor<crew::ipc::Socket> sockets(2);
+    auto expected = generic_job(threads);
+    CHECK(generic_job(pipes) == expected);
+    CHECK(generic_job(sockets) == expected);
+}
