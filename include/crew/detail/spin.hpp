@@ -17,8 +17,10 @@
 
 namespace crew::detail {
 
-/// How long a waiter polls before it goes to sleep. Measured in bench/: longer
-/// spins stop paying off past the cost of one wake-up (~40 us here).
+/// How long a waiter polls before it goes to sleep: about the cost of one
+/// cross-CPU wake-up on the target VMs (30-40 us, ANCHORS.md), so a wait that
+/// would have been cheaper than sleeping never sleeps. Not yet tuned by a
+/// benchmark of its own (see docs/benchmarks.md).
 inline constexpr std::chrono::microseconds spin_budget{50};
 
 /// Polls `ready()` for up to `budget`, first with CPU pauses, then yielding the
