@@ -92,7 +92,7 @@ public:
         return false;
     }
     void complete(Reader& result) noexcept override {
-        try {
+        auto error = capture_exception([&] {
             if constexpr (std::is_void_v<R>) {
                 result.expect_end();
                 this->publish_value();
@@ -101,9 +101,8 @@ public:
                 result.expect_end();
                 this->publish_value(std::move(value));
             }
-        } catch (...) {
-            this->publish_error(std::current_exception());
-        }
+        });
+        if (error) this->publish_error(std::move(error));
         this->release();
     }
     void fail(std::exception_ptr error) noexcept override {
@@ -562,10 +561,9 @@ private:
             if (batch.empty()) continue;
 
             if (worker.pid < 0) {
-                try {
-                    worker = start_worker();
-                } catch (...) {
-                    for (auto* j : batch) j->fail(std::current_exception());
+                auto error = detail::capture_exception([&] { worker = start_worker(); });
+                if (error) {
+                    for (auto* j : batch) j->fail(error);
                     continue;
                 }
             }
@@ -631,17 +629,17 @@ private:
     }
 
     static void finish(detail::RemoteJob* job, const std::vector<std::byte>& reply) noexcept {
-        try {
+        std::exception_ptr outcome_error;
+        auto error = detail::capture_exception([&] {
             Reader r(reply);
             (void)r.read_value<std::uint64_t>();  // slot: replies come in order
             auto outcome = static_cast<detail::Outcome>(r.read_value<std::uint8_t>());
             if (outcome == detail::Outcome::value) return job->complete(r);
             auto type = r.read_value<std::string>();
             auto what = r.read_value<std::string>();
-            job->fail(std::make_exception_ptr(RemoteError(std::move(type), std::move(what))));
-        } catch (...) {
-            job->fail(std::current_exception());
-        }
+            outcome_error = std::make_exception_ptr(RemoteError(std::move(type), std::move(what)));
+        });
+        if (error || outcome_error) job->fail(error ? error : outcome_error);
     }
 
     Options options_;

@@ -121,14 +121,13 @@ private:
         if constexpr (std::is_void_v<T>) {
             this->publish_value();
         } else {
-            try {
-                std::vector<T> values;
+            std::vector<T> values;
+            auto error = capture_exception([&] {
                 values.reserve(inputs_.size());
                 for (auto& f : inputs_) values.push_back(std::move(FutureAccess::state(f)->value()));
-                this->publish_value(std::move(values));
-            } catch (...) {
-                this->publish_error(std::current_exception());
-            }
+            });
+            if (error) return this->publish_error(std::move(error));
+            this->publish_value(std::move(values));
         }
     }
 
@@ -161,13 +160,12 @@ private:
             },
             inputs_);
         if (first) return this->publish_error(first);
-        try {
+        auto error = capture_exception([&] {
             this->publish_value(std::apply(
                 [](auto&... f) { return std::tuple<value_or_monostate<Ts>...>(take_value(*FutureAccess::state(f))...); },
                 inputs_));
-        } catch (...) {
-            this->publish_error(std::current_exception());
-        }
+        });
+        if (error) this->publish_error(std::move(error));
     }
 
     std::tuple<Future<Ts>...> inputs_;

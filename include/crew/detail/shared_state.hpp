@@ -35,6 +35,22 @@
 
 namespace crew::detail {
 
+/// Runs f and returns what it threw (null if nothing). Publish the result
+/// only after this returns: leaving the handler drops this thread's reference
+/// to the exception first, so the thread that rethrows it never shares the
+/// exception's reference count (uninstrumented, inside libsupc++) with us.
+/// Publishing from inside a catch block is what ThreadSanitizer reports as a
+/// race on the exception's destruction.
+template <class F>
+std::exception_ptr capture_exception(F&& f) noexcept {
+    try {
+        std::forward<F>(f)();
+        return nullptr;
+    } catch (...) {
+        return std::current_exception();
+    }
+}
+
 enum class Status : std::uint32_t { pending = 0, running = 1, value = 2, error = 3, cancelled = 4 };
 
 inline constexpr std::uint32_t status_mask = 0x7;
@@ -220,12 +236,8 @@ public:
     /// Claimant only.
     template <class... Args>
     void publish_value(Args&&... args) noexcept {
-        try {
-            ::new (static_cast<void*>(&storage_.value)) T(std::forward<Args>(args)...);
-        } catch (...) {
-            publish_error(std::current_exception());
-            return;
-        }
+        auto error = capture_exception([&] { ::new (static_cast<void*>(&storage_.value)) T(std::forward<Args>(args)...); });
+        if (error) return publish_error(std::move(error));
         publish(Status::value);
     }
 
@@ -260,15 +272,15 @@ protected:
 /// Caller must have claimed the state.
 template <class T, class F, class... Args>
 void publish_invoke(SharedState<T>& state, F&& f, Args&&... args) noexcept {
-    try {
-        if constexpr (std::is_void_v<T>) {
-            std::invoke(std::forward<F>(f), std::forward<Args>(args)...);
-            state.publish_value();
-        } else {
-            state.publish_value(std::invoke(std::forward<F>(f), std::forward<Args>(args)...));
-        }
-    } catch (...) {
-        state.publish_error(std::current_exception());
+    if constexpr (std::is_void_v<T>) {
+        auto error = capture_exception([&] { std::invoke(std::forward<F>(f), std::forward<Args>(args)...); });
+        if (error) return state.publish_error(std::move(error));
+        state.publish_value();
+    } else {
+        // The value is published inside the lambda; only a throw escapes it.
+        auto error = capture_exception(
+            [&] { state.publish_value(std::invoke(std::forward<F>(f), std::forward<Args>(args)...)); });
+        if (error) state.publish_error(std::move(error));
     }
 }
 
