@@ -4,6 +4,7 @@
 // test checks that no file descriptor, child process or /dev/shm entry is left
 // behind.
 #include "catch.hpp"
+#include "test_support.hpp"
 
 #include <crew/ipc/mutex.hpp>
 #include <crew/ipc/semaphore.hpp>
@@ -53,15 +54,6 @@ constexpr bool under_tsan = false;
 #else
 constexpr bool under_tsan = false;
 #endif
-
-int count_open_fds() {
-    DIR* dir = ::opendir("/proc/self/fd");
-    REQUIRE(dir != nullptr);
-    int n = 0;
-    while (::readdir(dir) != nullptr) ++n;
-    ::closedir(dir);
-    return n;
-}
 
 std::set<std::string> shm_entries() {
     std::set<std::string> names;
@@ -126,11 +118,11 @@ bool eventually(Condition condition) {
 
 /// Snapshot of what a test could leak; check() compares at the end.
 struct LeakCheck {
-    int fds = count_open_fds();
+    const std::size_t fds = crew_test::open_fds();
     std::set<std::string> shm = shm_entries();
 
     void check() const {
-        CHECK(count_open_fds() == fds);
+        CHECK(crew_test::open_fds() == fds);
         CHECK(shm_entries() == shm);
         const pid_t r = ::waitpid(-1, nullptr, WNOHANG);
         const int err = errno;

@@ -40,44 +40,7 @@
 #include "catch.hpp"
 #include "test_support.hpp"
 
-// ---------------------------------------------------------------------------
-// The largest single allocation request, to prove that an oversized length is
-// refused before anything is allocated. Every non-aligned form of new and
-// delete is replaced, so that they pair up (the sanitizers check).
-// ---------------------------------------------------------------------------
-
-namespace {
-std::atomic<std::size_t> g_largest_new{0};
-
-void* counted_malloc(std::size_t n) noexcept {
-    std::size_t seen = g_largest_new.load(std::memory_order_relaxed);
-    while (n > seen && !g_largest_new.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
-    }
-    return std::malloc(n == 0 ? 1 : n);
-}
-}  // namespace
-
-// These replacements pair malloc with free by design; GCC's -O2 inlining
-// check cannot see that the pairs match.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-    if (void* p = counted_malloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-    if (void* p = counted_malloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#include "largest_allocation.hpp"
 
 namespace {
 
@@ -115,24 +78,6 @@ constexpr std::size_t capacity_bytes() {
     }
 }
 
-/// Entries of /dev/shm and /dev/mqueue that this test program could have
-/// made: everything except other processes' crew names (other test programs
-/// may run at the same time). MessageQueue's names carry the pid of the
-/// process that called pair(), which here is always this one.
-std::set<std::string> ipc_names() {
-    std::set<std::string> names;
-    const std::string mine = "-" + std::to_string(::getpid()) + "-";
-    for (const char* dir : {"/dev/shm", "/dev/mqueue"}) {
-        std::error_code ec;
-        for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-            const std::string name = entry.path().filename().string();
-            if (name.rfind("crew", 0) == 0 && name.find(mine) == std::string::npos) continue;
-            names.insert(std::string(dir) + "/" + name);
-        }
-    }
-    return names;
-}
-
 /// This process's MessageQueue names in /dev/shm.
 std::vector<std::string> my_mq_names() {
     std::vector<std::string> names;
@@ -148,13 +93,13 @@ bool no_unreaped_children() { return ::waitpid(-1, nullptr, WNOHANG) == -1 && er
 
 /// What must be the same before and after each test: names, fds, children.
 struct Leaks {
-    std::set<std::string> names = ipc_names();
+    std::set<std::string> names = crew_test::ipc_names();
     std::size_t fds = crew_test::open_fds();
 };
 
 #define CHECK_NOTHING_LEFT(before)                        \
     do {                                                  \
-        CHECK(ipc_names() == (before).names);             \
+        CHECK(crew_test::ipc_names() == (before).names);             \
         CHECK(crew_test::open_fds() == (before).fds);     \
         CHECK(no_unreaped_children());                    \
     } while (false)
@@ -419,7 +364,7 @@ TEMPLATE_TEST_CASE("shm/mq: a length over the limit is refused before anything i
             }
             auto small = TestType::Endpoint::import_handle(own, 4096);
             ends.first.send_bytes(pattern(500'000, 1));
-            g_largest_new = 0;
+            crew_test::largest_allocation = 0;
             try {
                 small.receive_bytes(out);
                 FAIL("no exception");
@@ -427,7 +372,7 @@ TEMPLATE_TEST_CASE("shm/mq: a length over the limit is refused before anything i
                 CHECK(contains(e.what(), "500000"));
                 CHECK(contains(e.what(), "4096"));
             }
-            CHECK(g_largest_new.load() < 200'000);
+            CHECK(crew_test::largest_allocation.load() < 200'000);
             // The position in the stream is lost: later receives keep refusing.
             CHECK_THROWS_AS(small.receive_bytes(out), ChannelError);
             CHECK_THROWS_AS(small.receive_bytes_until(out, Clock::now()), ChannelError);
@@ -700,7 +645,7 @@ TEST_CASE("SharedMemory has no name and its fd is close-on-exec until exported",
     const Leaks before;
     {
         auto ends = SharedMemory::pair();
-        CHECK(ipc_names() == before.names);
+        CHECK(crew_test::ipc_names() == before.names);
         CHECK(crew_test::open_fds() == before.fds + 2);  // one memfd per endpoint
         const std::string text = ends.second.export_handle();
         CHECK(text.rfind("shm:", 0) == 0);

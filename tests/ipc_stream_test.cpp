@@ -40,45 +40,8 @@
 
 #include "catch.hpp"
 
-// ---------------------------------------------------------------------------
-// The largest single allocation request, to prove that an oversized length
-// header is refused before anything is allocated. Every non-aligned form of
-// new and delete is replaced, so that they pair up (the sanitizers check);
-// the aligned forms keep the runtime's own pair.
-// ---------------------------------------------------------------------------
-
-namespace {
-std::atomic<std::size_t> g_largest_new{0};
-
-void* counted_malloc(std::size_t n) noexcept {
-    std::size_t seen = g_largest_new.load(std::memory_order_relaxed);
-    while (n > seen && !g_largest_new.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
-    }
-    return std::malloc(n == 0 ? 1 : n);
-}
-}  // namespace
-
-// These replacements pair malloc with free by design; GCC's -O2 inlining
-// check cannot see that the pairs match.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void* operator new(std::size_t n) {
-    if (void* p = counted_malloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-    if (void* p = counted_malloc(n)) return p;
-    throw std::bad_alloc();
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return counted_malloc(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+#include "largest_allocation.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -94,12 +57,6 @@ static_assert(crew::ipc::endpoint<Pipe::Endpoint>);
 static_assert(!std::is_copy_constructible_v<Pipe::Endpoint>);
 static_assert(!std::is_copy_assignable_v<Socket::Endpoint>);
 static_assert(std::is_nothrow_move_constructible_v<Socket::Endpoint>);
-
-std::size_t open_fd_count() {
-    std::size_t n = 0;
-    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-    return n;
-}
 
 bool no_unreaped_children() { return ::waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD; }
 
@@ -267,7 +224,7 @@ bool contains(const std::string& haystack, std::string_view needle) {
 // ---------------------------------------------------------------------------
 
 TEMPLATE_TEST_CASE("stream channels carry typed values to a forked echo and back", "[ipc][stream]", Pipe, Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     {
         auto ends = TestType::pair();
         auto& parent = ends.first;
@@ -299,12 +256,12 @@ TEMPLATE_TEST_CASE("stream channels carry typed values to a forked echo and back
         parent.close();
         CHECK(child.wait() == 0);
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
     CHECK(no_unreaped_children());
 }
 
 TEMPLATE_TEST_CASE("stream channels carry messages of any size whole", "[ipc][stream]", Pipe, Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     {
         auto ends = TestType::pair();
         auto& parent = ends.first;
@@ -329,12 +286,12 @@ TEMPLATE_TEST_CASE("stream channels carry messages of any size whole", "[ipc][st
         parent.close();
         CHECK(child.wait() == 0);
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
     CHECK(no_unreaped_children());
 }
 
 TEMPLATE_TEST_CASE("one thread sends while another receives on the same endpoint", "[ipc][stream]", Pipe, Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     {
         auto ends = TestType::pair();
         auto& parent = ends.first;
@@ -363,13 +320,13 @@ TEMPLATE_TEST_CASE("one thread sends while another receives on the same endpoint
         parent.close();
         CHECK(child.wait() == 0);
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
     CHECK(no_unreaped_children());
 }
 
 TEMPLATE_TEST_CASE("a length over the limit is refused before anything is allocated", "[ipc][stream]", Pipe,
                    Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     {
         constexpr std::size_t limit = 1 << 20;
         auto ends = TestType::pair(limit);
@@ -380,7 +337,7 @@ TEMPLATE_TEST_CASE("a length over the limit is refused before anything is alloca
         SECTION("a header claiming 1 TiB") {
             const auto header = le_header(std::uint64_t{1} << 40);
             write_all(raw, header.data(), header.size());
-            g_largest_new = 0;
+            crew_test::largest_allocation = 0;
             try {
                 receiver.receive_bytes(out);
                 FAIL("no exception");
@@ -388,7 +345,7 @@ TEMPLATE_TEST_CASE("a length over the limit is refused before anything is alloca
                 CHECK(contains(e.what(), "1099511627776"));
                 CHECK(contains(e.what(), "1048576"));
             }
-            CHECK(g_largest_new.load() < limit);
+            CHECK(crew_test::largest_allocation.load() < limit);
             // The stream position is lost: later receives keep refusing.
             CHECK_THROWS_AS(receiver.receive_bytes(out), ChannelError);
             CHECK_THROWS_AS(receiver.receive_bytes_until(out, Clock::now()), ChannelError);
@@ -411,12 +368,12 @@ TEMPLATE_TEST_CASE("a length over the limit is refused before anything is alloca
             CHECK(receiver.template receive<std::string>() == "still fine");
         }
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
     CHECK(no_unreaped_children());
 }
 
 TEMPLATE_TEST_CASE("a peer that is gone is a ChannelError, never a signal", "[ipc][stream]", Pipe, Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     {
         auto ends = TestType::pair();
         auto& parent = ends.first;
@@ -532,12 +489,12 @@ TEMPLATE_TEST_CASE("a peer that is gone is a ChannelError, never a signal", "[ip
             REQUIRE(pthread_sigmask(SIG_SETMASK, &old, nullptr) == 0);
         }
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
     CHECK(no_unreaped_children());
 }
 
 TEMPLATE_TEST_CASE("a timed receive gives up on time and loses nothing", "[ipc][stream]", Pipe, Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     {
         auto ends = TestType::pair();
         auto& parent = ends.first;
@@ -638,20 +595,20 @@ TEMPLATE_TEST_CASE("a timed receive gives up on time and loses nothing", "[ipc][
             ::close(side[0]);
         }
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
     CHECK(no_unreaped_children());
 }
 
 TEMPLATE_TEST_CASE("endpoints are RAII, close-on-exec, and closed ones refuse politely", "[ipc][stream]", Pipe,
                    Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     {
         auto ends = TestType::pair();
         const int fd = ends.first.readable_fd();
         REQUIRE(fd >= 0);
         CHECK(cloexec(fd));
         CHECK(cloexec(ends.second.readable_fd()));
-        CHECK(open_fd_count() == fds_before + (std::is_same_v<TestType, Pipe> ? 4 : 2));
+        CHECK(crew_test::open_fds() == fds_before + (std::is_same_v<TestType, Pipe> ? 4 : 2));
 
         SECTION("readable_fd polls readable when a message is waiting") {
             CHECK_FALSE(poll_readable(fd, 0));
@@ -703,11 +660,11 @@ TEMPLATE_TEST_CASE("endpoints are RAII, close-on-exec, and closed ones refuse po
             }
         }
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
 }
 
 TEMPLATE_TEST_CASE("export_handle and import_handle rebuild an endpoint", "[ipc][stream]", Pipe, Socket) {
-    const std::size_t fds_before = open_fd_count();
+    const std::size_t fds_before = crew_test::open_fds();
     const std::string prefix = std::string(TestType::name) + ":";
     {
         auto ends = TestType::pair();
@@ -808,7 +765,7 @@ TEMPLATE_TEST_CASE("export_handle and import_handle rebuild an endpoint", "[ipc]
             CHECK(child.wait() == 0);
         }
     }
-    CHECK(open_fd_count() == fds_before);
+    CHECK(crew_test::open_fds() == fds_before);
     CHECK(no_unreaped_children());
 }
 

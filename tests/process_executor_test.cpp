@@ -71,17 +71,19 @@ std::size_t child_count() {
     return n;
 }
 
-// Leak check around a block: fds and children as before.
+// Leak check around a block: fds, children and IPC names as before.
 struct NoLeaks {
     std::size_t fds = crew_test::open_fds();
     std::size_t children = child_count();
+    std::set<std::string> names = crew_test::ipc_names();
     ~NoLeaks() {
         CHECK(crew_test::open_fds() == fds);
         CHECK(child_count() == children);
+        CHECK(crew_test::ipc_names() == names);
     }
 };
 
-using Channels = std::tuple<crew::ipc::Pipe, crew::ipc::Socket>;
+using Channels = std::tuple<crew::ipc::SharedMemory, crew::ipc::Pipe, crew::ipc::Socket, crew::ipc::MessageQueue>;
 
 }  // namespace
 
@@ -107,9 +109,10 @@ TEMPLATE_LIST_TEST_CASE("a crash fails only its own task", "[process][crash]", C
     CHECK(ex.submit(identity, 7).get() == 7);  // still serving
 }
 
-TEST_CASE("a worker SIGKILLed from outside fails its task, the rest go on", "[process][crash]") {
+TEMPLATE_LIST_TEST_CASE("a worker SIGKILLed from outside fails its task, the rest go on", "[process][crash]",
+                        Channels) {
     NoLeaks guard;
-    crew::ProcessExecutor<crew::ipc::Pipe> ex(1);
+    crew::ProcessExecutor<TestType> ex(1);
     int pid = ex.submit(own_pid).get();
     auto victim = ex.submit(sleep_ms, 2000);
     auto after = ex.submit(identity, 9);
@@ -121,7 +124,7 @@ TEST_CASE("a worker SIGKILLed from outside fails its task, the rest go on", "[pr
 
 TEST_CASE("task_timeout kills the worker and fails the task with Timeout", "[process]") {
     NoLeaks guard;
-    crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.task_timeout = std::chrono::milliseconds(200)});
+    crew::ProcessExecutor<> ex(1, crew::Options{.task_timeout = std::chrono::milliseconds(200)});
     auto slow = ex.submit(sleep_ms, 5000);
     auto next = ex.submit(sleep_ms, 1);
     CHECK_THROWS_AS(slow.get(), crew::Timeout);
@@ -130,7 +133,7 @@ TEST_CASE("task_timeout kills the worker and fails the task with Timeout", "[pro
 
 TEST_CASE("max_tasks_per_worker recycles workers", "[process]") {
     NoLeaks guard;
-    crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.max_tasks_per_worker = 2});
+    crew::ProcessExecutor<> ex(1, crew::Options{.max_tasks_per_worker = 2});
     std::vector<int> pids;
     for (int i = 0; i < 6; ++i) pids.push_back(ex.submit(own_pid).get());
     CHECK(pids[0] == pids[1]);
@@ -143,7 +146,7 @@ TEST_CASE("memory_limit turns a huge allocation into a RemoteError", "[process]"
     // Sanitizers reserve terabytes of address space; RLIMIT_AS breaks them.
     if (crew_test::sanitized()) return;
     NoLeaks guard;
-    crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.memory_limit = std::size_t{512} << 20});
+    crew::ProcessExecutor<> ex(1, crew::Options{.memory_limit = std::size_t{512} << 20});
     CHECK(ex.submit(allocate, std::size_t{1} << 20).get() == std::size_t{1} << 20);
     try {
         ex.submit(allocate, std::size_t{2} << 30).get();
@@ -154,7 +157,7 @@ TEST_CASE("memory_limit turns a huge allocation into a RemoteError", "[process]"
 }
 
 TEST_CASE("the initializer runs in every new worker", "[process]") {
-    crew::ProcessExecutor<crew::ipc::Pipe> ex(2, crew::Options{.initializer = set_initialized});
+    crew::ProcessExecutor<> ex(2, crew::Options{.initializer = set_initialized});
     CHECK(ex.submit(read_initialized).get() == 42);
     CHECK(read_initialized() == 0);  // not in this process
 }
@@ -172,6 +175,7 @@ TEST_CASE("remote exceptions carry their dynamic type and message", "[process]")
 }
 
 TEMPLATE_LIST_TEST_CASE("payloads of 0 B, 1 B and 256 MiB travel whole", "[process][payload]", Channels) {
+    NoLeaks guard;
     crew::ProcessExecutor<TestType> ex(1);
     CHECK(ex.submit(echo, std::vector<char>{}).get().empty());
     CHECK(ex.submit(echo, std::vector<char>{'x'}).get() == std::vector<char>{'x'});
@@ -182,10 +186,10 @@ TEMPLATE_LIST_TEST_CASE("payloads of 0 B, 1 B and 256 MiB travel whole", "[proce
     CHECK(back == big);
 }
 
-TEST_CASE("both start methods run tasks; fork_server is refused clearly", "[process]") {
+TEMPLATE_LIST_TEST_CASE("both start methods run tasks; fork_server is refused clearly", "[process]", Channels) {
     for (auto start : {crew::Start::spawn, crew::Start::fork}) {
         NoLeaks guard;
-        crew::ProcessExecutor<crew::ipc::Pipe> ex(2, crew::Options{.start = start});
+        crew::ProcessExecutor<TestType> ex(2, crew::Options{.start = start});
         CHECK(ex.submit(identity, 3).get() == 3);
         CHECK(ex.submit([](std::string s) { return s + "!"; }, std::string("spawned")).get() == "spawned!");
     }
@@ -218,7 +222,7 @@ TEST_CASE("workers exit when the parent is SIGKILLed", "[process]") {
     pid_t parent = ::fork();
     REQUIRE(parent >= 0);
     if (parent == 0) {
-        crew::ProcessExecutor<crew::ipc::Pipe> ex(2);
+        crew::ProcessExecutor<> ex(2);
         int pids[2] = {ex.submit(own_pid).get(), ex.submit(own_pid).get()};
         auto ignored = ex.submit(sleep_ms, 60000);  // keep a worker busy
         (void)!::write(report[1], pids, sizeof pids);
@@ -258,9 +262,13 @@ std::vector<int> generic_job(Ex& ex) {
 
 TEST_CASE("one generic job, identical on threads and processes", "[process]") {
     crew::ThreadExecutor<> threads(2);
+    crew::ProcessExecutor<crew::ipc::SharedMemory> shared_memory(2);
     crew::ProcessExecutor<crew::ipc::Pipe> pipes(2);
     crew::ProcessExecutor<crew::ipc::Socket> sockets(2);
+    crew::ProcessExecutor<crew::ipc::MessageQueue> queues(2);
     auto expected = generic_job(threads);
+    CHECK(generic_job(shared_memory) == expected);
     CHECK(generic_job(pipes) == expected);
     CHECK(generic_job(sockets) == expected);
+    CHECK(generic_job(queues) == expected);
 }

@@ -4,7 +4,11 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <set>
 #include <string>
+#include <system_error>
+
+#include <unistd.h>
 
 #include <time.h>
 
@@ -46,6 +50,24 @@ inline std::size_t open_fds() {
     std::size_t n = 0;
     for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
     return n;
+}
+
+/// Entries of /dev/shm and /dev/mqueue that this test program could have
+/// made: everything except other processes' crew names (other test programs
+/// may run at the same time). MessageQueue's names carry the pid of the
+/// process that called pair(), which in the tests is always this one.
+inline std::set<std::string> ipc_names() {
+    std::set<std::string> names;
+    const std::string mine = "-" + std::to_string(::getpid()) + "-";
+    for (const char* dir : {"/dev/shm", "/dev/mqueue"}) {
+        std::error_code ec;
+        for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+            const std::string name = entry.path().filename().string();
+            if (name.rfind("crew", 0) == 0 && name.find(mine) == std::string::npos) continue;
+            names.insert(std::string(dir) + "/" + name);
+        }
+    }
+    return names;
 }
 
 }  // namespace crew_test

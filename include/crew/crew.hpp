@@ -7,9 +7,11 @@
 #include <crew/future.hpp>
 #include <crew/lock_free_queue.hpp>
 #include <crew/ipc/channel.hpp>
+#include <crew/ipc/message_queue.hpp>
 #include <crew/ipc/mutex.hpp>
 #include <crew/ipc/pipe.hpp>
 #include <crew/ipc/semaphore.hpp>
+#include <crew/ipc/shared_memory.hpp>
 #include <crew/ipc/shared_region.hpp>
 #include <crew/ipc/socket.hpp>
 #include <crew/options.hpp>

@@ -55,7 +55,9 @@
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
 #include <crew/ipc/channel.hpp>
+#include <crew/ipc/message_queue.hpp>
 #include <crew/ipc/pipe.hpp>
+#include <crew/ipc/shared_memory.hpp>
 #include <crew/ipc/socket.hpp>
 #include <crew/options.hpp>
 #include <crew/sync/lock_free.hpp>
@@ -224,9 +226,17 @@ template <class Channel>
     }
 }
 
+/// The channels a spawned worker can serve: it is a fresh copy of the
+/// program, so it must find the channel type from its name.
+using spawnable_channels = std::tuple<ipc::SharedMemory, ipc::Pipe, ipc::Socket, ipc::MessageQueue>;
+
+template <class Channel>
+inline constexpr bool is_spawnable = []<class... Cs>(std::tuple<Cs...>*) {
+    return (std::is_same_v<Channel, Cs> || ...);
+}(static_cast<spawnable_channels*>(nullptr));
+
 /// In a process started by Start::spawn, becomes the worker before main()
-/// runs; elsewhere returns false at once. Channels a spawned worker can use
-/// are listed here.
+/// runs; elsewhere returns false at once.
 inline bool become_spawned_worker() {
     const char* spec = std::getenv(worker_env);
     if (spec == nullptr) return false;
@@ -238,8 +248,9 @@ inline bool become_spawned_worker() {
         ::_exit(126);
     std::string_view channel = std::string_view(text).substr(0, first);
     std::string_view handle = std::string_view(text).substr(first + 1, second - first - 1);
-    if (channel == ipc::Pipe::name) serve_exported<ipc::Pipe>(handle, config);
-    if (channel == ipc::Socket::name) serve_exported<ipc::Socket>(handle, config);
+    [&]<class... Cs>(std::tuple<Cs...>*) {
+        ((channel == Cs::name ? serve_exported<Cs>(handle, config) : void()), ...);
+    }(static_cast<spawnable_channels*>(nullptr));
     ::_exit(126);
 }
 
@@ -264,7 +275,7 @@ inline std::string describe_status(int status, pid_t pid) {
 /// A pool of worker processes. Channel (crew::ipc::Pipe, Socket, ...) carries
 /// tasks and results; Sync (crew::sync::LockFree, Mutex, Semaphore) guards the
 /// queue of tasks waiting in this process.
-template <class Channel = ipc::Pipe, class Sync = sync::LockFree>
+template <class Channel = ipc::SharedMemory, class Sync = sync::LockFree>
 class ProcessExecutor {
     static_assert(ipc::channel<Channel>,
                   "crew::ProcessExecutor<Channel, Sync>: Channel must be an IPC channel: crew::ipc::Pipe, "
@@ -285,6 +296,11 @@ public:
             throw InvalidArgument("crew::ProcessExecutor: Start::fork_server is not available yet; use Start::spawn "
                                   "(the default, safe with threads) or Start::fork (fastest, single-threaded "
                                   "callers only)");
+        if (!detail::is_spawnable<Channel> && options_.start.value_or(Start::spawn) != Start::fork)
+            throw InvalidArgument(std::string("crew::ProcessExecutor: a spawned worker is a fresh copy of the program "
+                                              "and can only serve crew's own channels, not \"") +
+                                  std::string(Channel::name) +
+                                  "\"; pass Options{.start = crew::Start::fork} to use this channel");
         config_.memory_limit = options_.memory_limit;
         config_.max_message = options_.max_message_size;
         if (options_.initializer != nullptr) {
@@ -457,6 +473,11 @@ private:
                 ::execv("/proc/self/exe", argv);
                 ::_exit(127);
             }
+            // A shared-memory end names this process until the child claims
+            // it: claim now, so a child that dies early is noticed. (A spawned
+            // child claims in import_handle(); claiming before exec would
+            // drop the names a MessageQueue needs to be imported.)
+            if constexpr (requires { child_end.bind_to_current_process(); }) child_end.bind_to_current_process();
             detail::worker_main(child_end, config_);
         }
         return Worker{pid, std::move(parent_end), 0};
