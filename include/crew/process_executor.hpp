@@ -635,7 +635,7 @@ private:
                         WIFSIGNALED(status) ? WTERMSIG(status) : 0));
                 }
                 worker = Worker{};
-                batch[done]->fail(error);
+                batch[done]->fail(std::move(error));  // moved: this thread keeps no reference
                 ++done;
                 carried.insert(carried.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done), batch.end());
                 break;
@@ -660,7 +660,7 @@ private:
             auto what = r.read_value<std::string>();
             outcome_error = std::make_exception_ptr(RemoteError(std::move(type), std::move(what)));
         });
-        if (error || outcome_error) job->fail(error ? error : outcome_error);
+        if (error || outcome_error) job->fail(std::move(error ? error : outcome_error));
     }
 
     Options options_;
