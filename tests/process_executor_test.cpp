@@ -186,15 +186,42 @@ TEMPLATE_LIST_TEST_CASE("payloads of 0 B, 1 B and 256 MiB travel whole", "[proce
     CHECK(back == big);
 }
 
-TEMPLATE_LIST_TEST_CASE("both start methods run tasks; fork_server is refused clearly", "[process]", Channels) {
-    for (auto start : {crew::Start::spawn, crew::Start::fork}) {
+TEMPLATE_LIST_TEST_CASE("every start method runs tasks and leaves nothing behind", "[process]", Channels) {
+    for (auto start : {crew::Start::spawn, crew::Start::fork, crew::Start::fork_server}) {
         NoLeaks guard;
         crew::ProcessExecutor<TestType> ex(2, crew::Options{.start = start});
         CHECK(ex.submit(identity, 3).get() == 3);
-        CHECK(ex.submit([](std::string s) { return s + "!"; }, std::string("spawned")).get() == "spawned!");
+        CHECK(ex.submit([](std::string s) { return s + "!"; }, std::string("started")).get() == "started!");
+        CHECK(ex.submit(own_pid).get() != ::getpid());
     }
-    CHECK_THROWS_AS(crew::ProcessExecutor<crew::ipc::Pipe>(1, crew::Options{.start = crew::Start::fork_server}),
-                    crew::InvalidArgument);
+}
+
+TEST_CASE("fork_server workers crash, die, time out and recycle like any other", "[process][crash]") {
+    NoLeaks guard;
+    crew::ProcessExecutor<> ex(2, crew::Options{.max_tasks_per_worker = 50,
+                                                .task_timeout = std::chrono::seconds(20),
+                                                .start = crew::Start::fork_server});
+    std::vector<crew::Future<int>> fs;
+    for (int i = 0; i < 40; ++i) fs.push_back(ex.submit(crash_on, i));
+    int died = 0;
+    for (auto& f : fs) {
+        try {
+            (void)f.get();
+        } catch (const crew::WorkerDied&) {
+            ++died;
+        }
+    }
+    CHECK(died == 3);
+
+    crew::ProcessExecutor<> one(1, crew::Options{.task_timeout = std::chrono::milliseconds(300),
+                                                 .start = crew::Start::fork_server});
+    const int pid = one.submit(own_pid).get();
+    auto victim = one.submit(sleep_ms, 2000);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::kill(pid, SIGKILL);
+    CHECK_THROWS_AS(victim.get(), crew::WorkerDied);
+    CHECK_THROWS_AS(one.submit(sleep_ms, 5000).get(), crew::Timeout);
+    CHECK(one.submit(identity, 11).get() == 11);
 }
 
 TEST_CASE("process executors start safely while other threads allocate and lock", "[process]") {
@@ -209,20 +236,24 @@ TEST_CASE("process executors start safely while other threads allocate and lock"
             }
         });
     const int rounds = crew_test::sanitized() ? 5 : 50;
-    for (int i = 0; i < rounds; ++i) {
-        crew::ProcessExecutor<crew::ipc::Pipe> ex(1);
-        REQUIRE(ex.submit(identity, i).get() == i);
+    for (auto start : {crew::Start::spawn, crew::Start::fork_server}) {
+        for (int i = 0; i < rounds; ++i) {
+            crew::ProcessExecutor<> ex(1, crew::Options{.start = start});
+            REQUIRE(ex.submit(identity, i).get() == i);
+        }
     }
     stop = true;
 }
 
 TEST_CASE("workers exit when the parent is SIGKILLed", "[process]") {
+    const auto start = GENERATE(crew::Start::spawn, crew::Start::fork_server);
+    CAPTURE(start == crew::Start::spawn ? "spawn" : "fork_server");
     int report[2];
     REQUIRE(::pipe(report) == 0);
     pid_t parent = ::fork();
     REQUIRE(parent >= 0);
     if (parent == 0) {
-        crew::ProcessExecutor<> ex(2);
+        crew::ProcessExecutor<> ex(2, crew::Options{.start = start});
         int pids[2] = {ex.submit(own_pid).get(), ex.submit(own_pid).get()};
         auto ignored = ex.submit(sleep_ms, 60000);  // keep a worker busy
         (void)!::write(report[1], pids, sizeof pids);

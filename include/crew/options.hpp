@@ -22,9 +22,19 @@ enum class Shutdown {
 /// How a ProcessExecutor starts its worker processes (Python's
 /// multiprocessing contexts). See docs/design.md for what each costs.
 enum class Start {
-    fork,         ///< fork() the caller: fastest, unsafe if the caller runs threads
-    fork_server,  ///< fork from a single-threaded server started early by exec
-    spawn,        ///< fork()+exec() a fresh copy of this binary per worker
+    /// fork() the caller: the cheapest start (~0.1-1 ms), and the worker
+    /// sees the caller's memory as it was; unsafe when the caller runs other
+    /// threads (a lock one of them held stays locked in the child).
+    fork,
+    /// One fresh copy of this program per executor (the fork server, started
+    /// like spawn) forks every worker from its clean single-threaded state:
+    /// safe with threads, and each later worker costs a fork of a small
+    /// process. Workers see the program as it is before main().
+    fork_server,
+    /// fork()+exec() a fresh copy of this program per worker (the default):
+    /// safe with threads; each start pays a program start (a few ms).
+    /// Workers see the program as it is before main().
+    spawn,
 };
 
 /// Options for ThreadExecutor and ProcessExecutor.

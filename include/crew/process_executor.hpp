@@ -19,12 +19,21 @@
 // watches the worker: death (reaped with waitpid), timeout (SIGKILL), garbage
 // on the channel. Workers start by Start::spawn (fork + exec of this same
 // binary: safe when this process runs threads) unless Options::start says
-// otherwise; they die with their parent (PR_SET_PDEATHSIG).
+// otherwise (Start::fork_server: one fresh copy forks them all; Start::fork);
+// they die with their parent (PR_SET_PDEATHSIG, or the fork server's control
+// socket closing).
+//
+// Spawned and fork-server workers run before main(): the worker takes over
+// during static initialisation of the fresh copy. A task must not rely on
+// what main() sets up, nor on a namespace-scope object of another source
+// file with a dynamic initialiser (it may not be constructed yet; a function-
+// local static is fine). Use Options::initializer for per-worker set-up.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -33,6 +42,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <ranges>
@@ -43,6 +53,7 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -52,6 +63,7 @@
 #include <crew/detail/executor_core.hpp>
 #include <crew/detail/remote_call.hpp>
 #include <crew/detail/shared_state.hpp>
+#include <crew/detail/worker_process.hpp>
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
 #include <crew/ipc/channel.hpp>
@@ -214,8 +226,6 @@ template <class Endpoint>
     ::_exit(0);
 }
 
-inline constexpr const char* worker_env = "CREW_WORKER";
-
 template <class Channel>
 [[noreturn]] void serve_exported(std::string_view handle, const WorkerConfig& config) {
     try {
@@ -235,8 +245,19 @@ inline constexpr bool is_spawnable = []<class... Cs>(std::tuple<Cs...>*) {
     return (std::is_same_v<Channel, Cs> || ...);
 }(static_cast<spawnable_channels*>(nullptr));
 
-/// In a process started by Start::spawn, becomes the worker before main()
-/// runs; elsewhere returns false at once.
+/// Serves an exported channel end ("<channel name>:...") as a worker.
+[[noreturn]] inline void serve_handle(std::string_view handle, const WorkerConfig& config) {
+    const std::string_view channel = handle.substr(0, handle.find(':'));
+    [&]<class... Cs>(std::tuple<Cs...>*) {
+        ((channel == Cs::name ? serve_exported<Cs>(handle, config) : void()), ...);
+    }(static_cast<spawnable_channels*>(nullptr));
+    ::_exit(126);
+}
+
+/// In a process started by Start::spawn or as a fork server, becomes the
+/// worker (or the server) before main() runs; elsewhere returns false at
+/// once. CREW_WORKER is "<what>|<handle>|<config>": a channel name and an
+/// exported end, or "forkserver" and its control fd.
 inline bool become_spawned_worker() {
     const char* spec = std::getenv(worker_env);
     if (spec == nullptr) return false;
@@ -246,12 +267,16 @@ inline bool become_spawned_worker() {
     WorkerConfig config;
     if (first == std::string::npos || second == first || !WorkerConfig::from_text(text.substr(second + 1), config))
         ::_exit(126);
-    std::string_view channel = std::string_view(text).substr(0, first);
+    std::string_view what = std::string_view(text).substr(0, first);
     std::string_view handle = std::string_view(text).substr(first + 1, second - first - 1);
-    [&]<class... Cs>(std::tuple<Cs...>*) {
-        ((channel == Cs::name ? serve_exported<Cs>(handle, config) : void()), ...);
-    }(static_cast<spawnable_channels*>(nullptr));
-    ::_exit(126);
+    if (what == ForkServer::name) {
+        int control = -1;
+        auto [end, ec] = std::from_chars(handle.data(), handle.data() + handle.size(), control);
+        if (ec != std::errc{} || end != handle.data() + handle.size() || control < 0) ::_exit(126);
+        ::fcntl(control, F_SETFD, FD_CLOEXEC);
+        run_fork_server(control, [&](std::string_view worker_handle) { serve_handle(worker_handle, config); });
+    }
+    serve_handle(handle, config);
 }
 
 // Runs during static initialisation of every program that includes this
@@ -292,13 +317,9 @@ public:
     /// options.workers) and returns when they are ready.
     explicit ProcessExecutor(std::size_t workers = 0, Options options = {})
         : options_(std::move(options)), core_(options_, queue_capacity) {
-        if (options_.start == Start::fork_server)
-            throw InvalidArgument("crew::ProcessExecutor: Start::fork_server is not available yet; use Start::spawn "
-                                  "(the default, safe with threads) or Start::fork (fastest, single-threaded "
-                                  "callers only)");
         if (!detail::is_spawnable<Channel> && options_.start.value_or(Start::spawn) != Start::fork)
-            throw InvalidArgument(std::string("crew::ProcessExecutor: a spawned worker is a fresh copy of the program "
-                                              "and can only serve crew's own channels, not \"") +
+            throw InvalidArgument(std::string("crew::ProcessExecutor: a spawned worker (or fork server) is a fresh "
+                                              "copy of the program and can only serve crew's own channels, not \"") +
                                   std::string(Channel::name) +
                                   "\"; pass Options{.start = crew::Start::fork} to use this channel");
         config_.memory_limit = options_.memory_limit;
@@ -308,6 +329,7 @@ public:
             config_.initializer = detail::ModuleTable::ref(reinterpret_cast<const void*>(options_.initializer));
         }
         const std::size_t n = detail::resolve_workers(workers, options_);
+        if (options_.start == Start::fork_server) server_ = std::make_unique<detail::ForkServer>(config_.to_text());
         dispatchers_.reserve(n);
         try {
             for (std::size_t i = 0; i < n; ++i) dispatchers_.emplace_back([this] { dispatch(); });
@@ -403,6 +425,7 @@ public:
         std::lock_guard lock(join_mutex_);
         for (auto& t : dispatchers_)
             if (t.joinable()) t.join();
+        server_.reset();  // every worker is retired: the fork server can go
     }
 
     /// Number of worker processes.
@@ -446,18 +469,26 @@ private:
     }
 
     struct Worker {
-        pid_t pid = -1;
+        detail::WorkerProcess process;
         Endpoint channel;
         std::size_t tasks_run = 0;
+        [[nodiscard]] bool running() const noexcept { return process.running(); }
     };
 
     enum class Wait { reply, died, timed_out };
 
     Worker start_worker() {
         auto [parent_end, child_end] = Channel::pair(options_.max_message_size);
+        if (server_) return Worker{server_->start(child_end), std::move(parent_end), 0};
+        if (options_.start.value_or(Start::spawn) == Start::spawn) {
+            const pid_t pid = detail::spawn_self(
+                [&] { return std::string(Channel::name) + "|" + child_end.export_handle() + "|" + config_.to_text(); });
+            return Worker{detail::WorkerProcess(pid), std::move(parent_end), 0};
+        }
+        // Start::fork: the child runs on from here.
         const pid_t parent = ::getpid();
-        const bool spawn = options_.start.value_or(Start::spawn) == Start::spawn;
-        std::fflush(nullptr);  // else a forked child would flush our buffered output again
+        std::unique_lock lock(detail::fork_mutex());
+        std::fflush(nullptr);  // else the child could flush our buffered output again
         const pid_t pid = ::fork();
         if (pid < 0) throw Error(std::string("crew: fork() failed: ") + std::strerror(errno));
         if (pid == 0) {
@@ -465,40 +496,17 @@ private:
             // that died before prctl.
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (::getppid() != parent) ::_exit(0);
-            if (spawn) {
-                std::string spec = std::string(Channel::name) + "|" + child_end.export_handle() + "|" + config_.to_text();
-                ::setenv(detail::worker_env, spec.c_str(), 1);
-                char arg0[] = "crew-worker";
-                char* argv[] = {arg0, nullptr};
-                ::execv("/proc/self/exe", argv);
-                ::_exit(127);
-            }
-            // A shared-memory end names this process until the child claims
-            // it: claim now, so a child that dies early is noticed. (A spawned
-            // child claims in import_handle(); claiming before exec would
-            // drop the names a MessageQueue needs to be imported.)
+            // A shared-memory end names the parent until the child claims
+            // it: claim now, so a child that dies early is noticed.
             if constexpr (requires { child_end.bind_to_current_process(); }) child_end.bind_to_current_process();
             detail::worker_main(child_end, config_);
         }
-        return Worker{pid, std::move(parent_end), 0};
+        return Worker{detail::WorkerProcess(pid), std::move(parent_end), 0};
     }
 
     // Reaps `w`, giving it `grace` to exit on its own before SIGKILL.
     static int reap(Worker& w, std::chrono::milliseconds grace) {
-        int status = 0;
-        auto until = std::chrono::steady_clock::now() + grace;
-        for (;;) {
-            pid_t r = ::waitpid(w.pid, &status, WNOHANG);
-            if (r == w.pid || (r < 0 && errno != EINTR)) break;
-            if (std::chrono::steady_clock::now() >= until) {
-                ::kill(w.pid, SIGKILL);
-                while (::waitpid(w.pid, &status, 0) < 0 && errno == EINTR) {
-                }
-                break;
-            }
-            std::this_thread::sleep_for(std::chrono::microseconds(200));
-        }
-        w.pid = -1;
+        const int status = w.process.reap(grace);
         w.channel.close();
         return status;
     }
@@ -529,8 +537,7 @@ private:
                 status = reap(w, std::chrono::seconds(1));
                 return Wait::died;
             }
-            if (::waitpid(w.pid, &status, WNOHANG) == w.pid) {
-                w.pid = -1;
+            if (w.process.exited(status)) {
                 w.channel.close();
                 return Wait::died;
             }
@@ -581,7 +588,7 @@ private:
             }
             if (batch.empty()) continue;
 
-            if (worker.pid < 0) {
+            if (!worker.running()) {
                 auto error = detail::capture_exception([&] { worker = start_worker(); });
                 if (error) {
                     for (auto* j : batch) j->fail(error);
@@ -611,7 +618,7 @@ private:
                 continue;
             }
             std::size_t done = 0;
-            const pid_t pid = worker.pid;
+            const pid_t pid = worker.process.pid();
             while (done < batch.size()) {
                 int status = 0;
                 Wait outcome = await_reply(worker, reply, status);
@@ -624,7 +631,7 @@ private:
                 }
                 std::exception_ptr error;
                 if (outcome == Wait::timed_out) {
-                    ::kill(worker.pid, SIGKILL);
+                    worker.process.kill();
                     reap(worker, std::chrono::seconds(1));
                     error = std::make_exception_ptr(
                         Timeout("crew: the task ran past Options::task_timeout; its worker process was killed and "
@@ -640,13 +647,13 @@ private:
                 carried.insert(carried.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done), batch.end());
                 break;
             }
-            if (worker.pid >= 0 && options_.max_tasks_per_worker != 0 &&
+            if (worker.running() && options_.max_tasks_per_worker != 0 &&
                 worker.tasks_run >= options_.max_tasks_per_worker) {
                 retire(worker);
                 worker = Worker{};
             }
         }
-        if (worker.pid >= 0) retire(worker);
+        if (worker.running()) retire(worker);
     }
 
     static void finish(detail::RemoteJob* job, const std::vector<std::byte>& reply) noexcept {
@@ -668,6 +675,7 @@ private:
     Core core_;
     std::atomic<std::size_t> idle_{0};     // dispatchers waiting for a task
     std::atomic<std::ptrdiff_t> queued_{0};  // tasks waiting, approximately (batch sizing only)
+    std::unique_ptr<detail::ForkServer> server_;  // Start::fork_server only
     std::mutex join_mutex_;
     std::vector<std::thread> dispatchers_;
 };
