@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Configures a Release build of crew's benchmarks in build-bench/, builds them,
-# prints the machine, then runs both. Arguments (--reps=N, --scale=X) go to
-# both benchmarks; WORKERS=N sets the thread-pool size (default 2).
+# prints the machine, then runs them all. Arguments (--reps=N, --scale=X) go
+# to every benchmark; WORKERS=N sets the thread-pool size (default 2);
+# BENCH=thread_pool|queue|process runs one; PYTHON names the python3 that
+# runs the ProcessPoolExecutor peer (default: python3 from PATH).
 #
 #   bench/run.sh                 # the full run documented in docs/benchmarks.md
 #   bench/run.sh --reps=3 --scale=0.1   # a quick look
@@ -12,7 +14,7 @@ build="$root/build-bench"
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCREW_BUILD_BENCHMARKS=ON \
       -DCREW_BUILD_TESTS=OFF -DCREW_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build "$build" --target bench_thread_pool bench_queue -j "$(nproc)" >/dev/null
+cmake --build "$build" --target bench_thread_pool bench_queue bench_process -j "$(nproc)" >/dev/null
 
 echo "# crew benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
@@ -21,8 +23,13 @@ echo "- CPU model: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's
 echo "- compiler: $(${CXX:-g++} --version | head -n1), -O2 -DNDEBUG"
 echo "- kernel: $(uname -sr)"
 echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "- python: $(${PYTHON:-python3} --version 2>&1)"
 echo
-
-"$build/bench/bench_thread_pool" --workers="${WORKERS:-2}" "$@"
-echo
-"$build/bench/bench_queue" "$@"
+for bench in ${BENCH:-thread_pool queue process}; do
+  case "$bench" in
+    thread_pool) "$build/bench/bench_thread_pool" --workers="${WORKERS:-2}" "$@" ;;
+    process) "$build/bench/bench_process" --python="${PYTHON:-python3}" "$@" ;;
+    *) "$build/bench/bench_$bench" "$@" ;;
+  esac
+  echo
+done

@@ -8,6 +8,10 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <crew/ipc/shared_region.hpp>
 #include <crew/lock_free_queue.hpp>
 
 #include "catch.hpp"
@@ -145,4 +149,53 @@ TEST_CASE("MPMC fuzz: nothing lost, duplicated or leaked", "[queue][stress]") {
         }
     }
     CHECK(live == 0);
+}
+
+TEST_CASE("a queue in shared memory: 2 producer and 2 consumer processes, each item exactly once",
+          "[queue][process]") {
+    using Queue = crew::LockFreeQueue<std::uint32_t>;
+    const std::uint32_t items = crew_test::sanitized() ? 100'000 : 1'000'000;
+    const std::size_t capacity = 1024;
+    // The queue, then one receive counter per item; nothing else is shared.
+    auto region = crew::ipc::SharedRegion::anonymous(Queue::bytes_for(capacity) + items);
+    Queue* q = Queue::create_at(region.data(), capacity, /*process_shared=*/true);
+    auto* received = reinterpret_cast<std::atomic<std::uint8_t>*>(static_cast<unsigned char*>(region.data()) +
+                                                                  Queue::bytes_for(capacity));
+    static_assert(sizeof(std::atomic<std::uint8_t>) == 1 && std::atomic<std::uint8_t>::is_always_lock_free);
+
+    auto start = [](auto body) {
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) ::_exit(body());
+        return pid;
+    };
+    auto exit_code = [](pid_t pid) {
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    };
+    std::vector<pid_t> producers, consumers;
+    for (std::uint32_t p = 0; p < 2; ++p)
+        producers.push_back(start([=] {
+            for (std::uint32_t i = p; i < items; i += 2)
+                if (!q->push(i)) return 1;
+            return 0;
+        }));
+    for (int c = 0; c < 2; ++c)
+        consumers.push_back(start([=] {
+            std::uint32_t item = 0;
+            while (q->pop(item)) {
+                if (item >= items) return 1;
+                received[item].fetch_add(1, std::memory_order_relaxed);
+            }
+            return 0;
+        }));
+    for (pid_t p : producers) CHECK(exit_code(p) == 0);
+    q->close();  // consumers drain what is left, then their pop() fails
+    for (pid_t c : consumers) CHECK(exit_code(c) == 0);
+
+    std::size_t wrong = 0;
+    for (std::uint32_t i = 0; i < items; ++i) wrong += received[i].load() != 1;
+    CHECK(wrong == 0);
+    q->~LockFreeQueue();
 }

@@ -1,0 +1,300 @@
+// bench_process: crew::ProcessExecutor over each channel against the same
+// channel used raw, Python's ProcessPoolExecutor, memcpy and a plain socket,
+// side by side in one run.
+//
+//   bench_process [--reps=5] [--scale=1] [--only=TEXT] [--python=python3]
+//
+// Tables (N scaled by --scale):
+//   serial round trip, <channel>   20,000 times: submit an empty task, get()
+//                       it before the next; next to a raw ping-pong of 8 bytes
+//                       over the same channel's endpoints between this process
+//                       and a forked child (same wait strategy). us per trip.
+//   pipelined           200,000 empty tasks submitted, then every get(), with
+//                       2 workers, per channel; next to Python's
+//                       ProcessPoolExecutor(2) doing 20,000 submit() +
+//                       result() (bench/python_pool.py, run with --python).
+//                       us per task.
+//   CPU-bound speedup   16 tasks of ~20 ms of arithmetic on 1 worker and on
+//                       2 workers (default channel). ms per batch.
+//   bandwidth <size>    one message of 1 MiB or 64 MiB to a forked child,
+//                       which answers with 1 byte: each channel, a raw
+//                       socketpair with 4 MiB buffers, and memcpy of the same
+//                       bytes in this process. ms per message.
+// Executors and children are started before the clock starts.
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <crew/crew.hpp>
+
+#include "bench.hpp"
+
+#ifndef CREW_BENCH_SOURCE_DIR
+#define CREW_BENCH_SOURCE_DIR "."
+#endif
+
+namespace {
+
+using crew::ipc::MessageQueue;
+using crew::ipc::Pipe;
+using crew::ipc::SharedMemory;
+using crew::ipc::Socket;
+
+int nothing() { return 0; }
+
+std::uint64_t burn(std::uint64_t rounds) {
+    std::uint64_t x = 88172645463325252ull;
+    for (std::uint64_t i = 0; i < rounds; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+/// A forked child that answers every message on its end with `answer(msg)`
+/// until the parent closes; the parent's end stays here.
+template <class Channel>
+class Echo {
+public:
+    template <class Answer>
+    explicit Echo(Answer answer) {
+        auto [mine, theirs] = Channel::pair();
+        pid_ = ::fork();
+        bench::check(pid_ >= 0, "fork");
+        if (pid_ == 0) {
+            mine.close();
+            std::vector<std::byte> in;
+            try {
+                for (;;) {
+                    theirs.receive_bytes(in);
+                    theirs.send_bytes(answer(in));
+                }
+            } catch (const crew::ChannelError&) {
+            }
+            ::_exit(0);
+        }
+        theirs.close();
+        end_ = std::move(mine);
+    }
+    Echo(const Echo&) = delete;
+    Echo& operator=(const Echo&) = delete;
+    ~Echo() {
+        end_.close();
+        ::waitpid(pid_, nullptr, 0);
+    }
+    typename Channel::Endpoint& end() { return end_; }
+
+private:
+    pid_t pid_ = -1;
+    typename Channel::Endpoint end_;
+};
+
+template <class Channel>
+std::vector<bench::Case> round_trip(std::size_t n) {
+    std::vector<bench::Case> cases;
+    auto ex = std::make_shared<crew::ProcessExecutor<Channel>>(1);
+    cases.push_back({"crew ProcessExecutor<" + std::string(Channel::name) + "> submit + get", true, [ex, n] {
+                         int sum = 0;
+                         const double s = bench::seconds([&] {
+                             for (std::size_t i = 0; i < n; ++i) sum += ex->submit(nothing).get();
+                         });
+                         bench::check(sum == 0, "every task ran");
+                         return s / static_cast<double>(n) * 1e6;
+                     }});
+    auto echo = std::make_shared<Echo<Channel>>([](const std::vector<std::byte>& in) { return in; });
+    cases.push_back({"raw " + std::string(Channel::name) + " ping-pong", false, [echo, n] {
+                         std::vector<std::byte> out(8), in;
+                         const double s = bench::seconds([&] {
+                             for (std::size_t i = 0; i < n; ++i) {
+                                 echo->end().send_bytes(out);
+                                 echo->end().receive_bytes(in);
+                             }
+                         });
+                         bench::check(in.size() == 8, "echo");
+                         return s / static_cast<double>(n) * 1e6;
+                     }});
+    return cases;
+}
+
+template <class Channel>
+bench::Case pipelined(std::size_t n) {
+    auto ex = std::make_shared<crew::ProcessExecutor<Channel>>(2);
+    return {"crew ProcessExecutor<" + std::string(Channel::name) + ">, 2 workers", true, [ex, n] {
+                std::vector<crew::Future<int>> fs;
+                fs.reserve(n);
+                int sum = 0;
+                const double s = bench::seconds([&] {
+                    for (std::size_t i = 0; i < n; ++i) fs.push_back(ex->submit(nothing));
+                    for (auto& f : fs) sum += f.get();
+                });
+                bench::check(sum == 0, "every task ran");
+                return s / static_cast<double>(n) * 1e6;
+            }};
+}
+
+bench::Case python_pool(const std::string& python, std::size_t n) {
+    return {"Python ProcessPoolExecutor(2)", false, [python, n] {
+                const std::string cmd = python + " " CREW_BENCH_SOURCE_DIR "/python_pool.py " + std::to_string(n);
+                FILE* p = ::popen(cmd.c_str(), "r");
+                bench::check(p != nullptr, "popen python3");
+                double us = -1;
+                bench::check(std::fscanf(p, "%lf", &us) == 1, "python_pool.py printed a figure");
+                bench::check(::pclose(p) == 0 && us > 0, "python_pool.py succeeded");
+                return us;
+            }};
+}
+
+std::vector<bench::Case> speedup(std::size_t tasks, std::uint64_t rounds) {
+    std::vector<bench::Case> cases;
+    for (std::size_t workers : {2, 1}) {
+        auto ex = std::make_shared<crew::ProcessExecutor<>>(workers);
+        cases.push_back({"crew ProcessExecutor, " + std::to_string(workers) + " worker(s)", workers == 2,
+                         [ex, tasks, rounds] {
+                             std::vector<std::uint64_t> in(tasks, rounds);
+                             std::vector<std::uint64_t> out;
+                             const double s = bench::seconds([&] { out = ex->map(burn, in, 1); });
+                             bench::check(out.size() == tasks && out[0] == burn(rounds), "results");
+                             return s * 1e3;
+                         }});
+    }
+    return cases;
+}
+
+std::vector<std::byte> ack(const std::vector<std::byte>&) { return std::vector<std::byte>(1); }
+
+template <class Channel>
+bench::Case bandwidth(std::size_t bytes) {
+    auto echo = std::make_shared<Echo<Channel>>(ack);
+    return {"crew ipc::" + std::string(Channel::name), true, [echo, bytes] {
+                std::vector<std::byte> payload(bytes, std::byte{1}), in;
+                const double s = bench::seconds([&] {
+                    echo->end().send_bytes(payload);
+                    echo->end().receive_bytes(in);
+                });
+                bench::check(in.size() == 1, "ack");
+                return s * 1e3;
+            }};
+}
+
+// A socketpair with 4 MiB kernel buffers, written and read in 1 MiB calls.
+bench::Case raw_socket(std::size_t bytes) {
+    int sv[2];
+    bench::check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+    const int buffer = 4 << 20;
+    for (int fd : sv) {
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+    }
+    const pid_t pid = ::fork();
+    bench::check(pid >= 0, "fork");
+    if (pid == 0) {
+        ::close(sv[0]);
+        std::vector<char> buf(1 << 20);
+        std::size_t got = 0;
+        for (;;) {
+            const ssize_t r = ::read(sv[1], buf.data(), buf.size());
+            if (r <= 0) ::_exit(0);
+            got += static_cast<std::size_t>(r);
+            if (got == bytes) {
+                got = 0;
+                (void)!::write(sv[1], "k", 1);
+            }
+        }
+    }
+    ::close(sv[1]);
+    struct Peer {
+        int fd;
+        pid_t pid;
+        ~Peer() {
+            ::close(fd);
+            ::waitpid(pid, nullptr, 0);
+        }
+    };
+    std::shared_ptr<Peer> peer(new Peer{sv[0], pid});  // not a temporary Peer: its destructor closes
+    return {"raw socketpair, 4 MiB buffers", false, [peer, bytes] {
+                std::vector<char> payload(bytes, 1);
+                char k = 0;
+                const double s = bench::seconds([&] {
+                    for (std::size_t sent = 0; sent < bytes;) {
+                        const ssize_t w = ::write(peer->fd, payload.data() + sent,
+                                                  std::min<std::size_t>(bytes - sent, std::size_t{1} << 20));
+                        bench::check(w > 0, "write");
+                        sent += static_cast<std::size_t>(w);
+                    }
+                    bench::check(::read(peer->fd, &k, 1) == 1, "ack");
+                });
+                return s * 1e3;
+            }};
+}
+
+bench::Case plain_memcpy(std::size_t bytes) {
+    return {"memcpy", false, [bytes] {
+                std::vector<char> from(bytes, 1), to(bytes);
+                const double s = bench::seconds([&] { std::memcpy(to.data(), from.data(), bytes); });
+                bench::check(to[bytes - 1] == 1, "copied");
+                return s * 1e3;
+            }};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string python = "python3";
+    std::vector<char*> rest{argv[0]};
+    for (int i = 1; i < argc; ++i) {
+        if (std::string_view(argv[i]).substr(0, 9) == "--python=")
+            python = argv[i] + 9;
+        else
+            rest.push_back(argv[i]);
+    }
+    const bench::Options opt = bench::parse(static_cast<int>(rest.size()), rest.data(), false);
+    std::printf("## Processes: median of %d (after 1 warm-up), unpinned\n", opt.reps);
+
+    auto each_channel = [](auto&& f) {
+        f(static_cast<SharedMemory*>(nullptr));
+        f(static_cast<Pipe*>(nullptr));
+        f(static_cast<Socket*>(nullptr));
+        f(static_cast<MessageQueue*>(nullptr));
+    };
+
+    each_channel([&]<class C>(C*) {
+        const std::string title = "Serial round trip, " + std::string(C::name);
+        if (opt.wants(title))
+            bench::report(title, "us per round trip", bench::measure(round_trip<C>(opt.n(20'000)), opt.reps),
+                          bench::Target{1.5, "raw " + std::string(C::name) + " ping-pong"});
+    });
+
+    if (opt.wants("Pipelined")) {
+        std::vector<bench::Case> cases;
+        each_channel([&]<class C>(C*) { cases.push_back(pipelined<C>(opt.n(200'000))); });
+        cases.push_back(python_pool(python, opt.n(20'000)));
+        bench::report("Pipelined empty tasks, 2 workers", "us per task", bench::measure(cases, opt.reps),
+                      bench::Target{0.01, "Python ProcessPoolExecutor(2)"});
+    }
+
+    if (opt.wants("CPU-bound"))
+        bench::report("CPU-bound speedup, 16 tasks of ~20 ms", "ms per batch",
+                      bench::measure(speedup(16, static_cast<std::uint64_t>(opt.scale * 2e7)), opt.reps),
+                      bench::Target{1 / 1.9, "crew ProcessExecutor, 1 worker(s)"});
+
+    for (std::size_t mib : {1, 64}) {
+        const std::string title = "Bandwidth, one " + std::to_string(mib) + " MiB message";
+        if (!opt.wants(title)) continue;
+        const std::size_t bytes = mib << 20;
+        std::vector<bench::Case> cases;
+        each_channel([&]<class C>(C*) { cases.push_back(bandwidth<C>(bytes)); });
+        cases.push_back(raw_socket(bytes));
+        cases.push_back(plain_memcpy(bytes));
+        bench::report(title, "ms per message", bench::measure(cases, opt.reps), bench::Target{2.0, "memcpy"});
+    }
+    return 0;
+}
