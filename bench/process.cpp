@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -245,6 +246,20 @@ bench::Case plain_memcpy(std::size_t bytes) {
             }};
 }
 
+/// Echo children are plain forks: each holds copies of the channel ends
+/// made before it, so a pipe made earlier sees no EOF while a later child
+/// lives. Ending the newest first never waits on a child that waits for us.
+void destroy_newest_first(std::vector<bench::Case>& cases) {
+    while (!cases.empty()) cases.pop_back();
+}
+
+template <class Title>
+void run_table(const bench::Options& opt, const Title& title, std::string_view unit, std::vector<bench::Case> cases,
+               std::optional<bench::Target> target) {
+    bench::report(title, unit, bench::measure(cases, opt.reps), target);
+    destroy_newest_first(cases);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -269,22 +284,22 @@ int main(int argc, char** argv) {
     each_channel([&]<class C>(C*) {
         const std::string title = "Serial round trip, " + std::string(C::name);
         if (opt.wants(title))
-            bench::report(title, "us per round trip", bench::measure(round_trip<C>(opt.n(20'000)), opt.reps),
-                          bench::Target{1.5, "raw " + std::string(C::name) + " ping-pong"});
+            run_table(opt, title, "us per round trip", round_trip<C>(opt.n(20'000)),
+                      bench::Target{1.5, "raw " + std::string(C::name) + " ping-pong"});
     });
 
     if (opt.wants("Pipelined")) {
         std::vector<bench::Case> cases;
         each_channel([&]<class C>(C*) { cases.push_back(pipelined<C>(opt.n(200'000))); });
         cases.push_back(python_pool(python, opt.n(20'000)));
-        bench::report("Pipelined empty tasks, 2 workers", "us per task", bench::measure(cases, opt.reps),
-                      bench::Target{0.01, "Python ProcessPoolExecutor(2)"});
+        run_table(opt, "Pipelined empty tasks, 2 workers", "us per task", std::move(cases),
+                  bench::Target{0.01, "Python ProcessPoolExecutor(2)"});
     }
 
     if (opt.wants("CPU-bound"))
-        bench::report("CPU-bound speedup, 16 tasks of ~20 ms", "ms per batch",
-                      bench::measure(speedup(16, static_cast<std::uint64_t>(opt.scale * 2e7)), opt.reps),
-                      bench::Target{1 / 1.9, "crew ProcessExecutor, 1 worker(s)"});
+        run_table(opt, "CPU-bound speedup, 16 tasks of ~20 ms", "ms per batch",
+                  speedup(16, static_cast<std::uint64_t>(opt.scale * 2e7)),
+                  bench::Target{1 / 1.9, "crew ProcessExecutor, 1 worker(s)"});
 
     for (std::size_t mib : {1, 64}) {
         const std::string title = "Bandwidth, one " + std::to_string(mib) + " MiB message";
@@ -294,7 +309,7 @@ int main(int argc, char** argv) {
         each_channel([&]<class C>(C*) { cases.push_back(bandwidth<C>(bytes)); });
         cases.push_back(raw_socket(bytes));
         cases.push_back(plain_memcpy(bytes));
-        bench::report(title, "ms per message", bench::measure(cases, opt.reps), bench::Target{2.0, "memcpy"});
+        run_table(opt, title, "ms per message", std::move(cases), bench::Target{2.0, "memcpy"});
     }
     return 0;
 }
