@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -245,4 +246,80 @@ TEMPLATE_TEST_CASE("post delivers exceptions to on_error", CREW_SUITE_TAG, CREW_
 
 TEMPLATE_TEST_CASE("models crew::executor", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
     STATIC_REQUIRE(crew::executor<TestType>);
+}
+
+// Careless and hostile use: each has a defined outcome.
+
+TEMPLATE_TEST_CASE("shutdown from several threads at once, and from a continuation", CREW_SUITE_TAG,
+                   CREW_SUITE_TYPES) {
+    {
+        TestType ex(2);
+        std::vector<crew::Future<int>> fs;
+        for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(suite::sleep_then, 1));
+        std::vector<std::thread> closers;
+        for (int i = 0; i < 4; ++i) closers.emplace_back([&ex] { ex.shutdown(); });
+        for (auto& t : closers) t.join();
+        for (auto& f : fs) CHECK(f.get() == 1);  // drained
+        CHECK_THROWS_AS(ex.submit(suite::square, 1), crew::ExecutorShutdown);
+    }
+    {
+        TestType ex(1);
+        // The continuation runs on a thread of the executor (or inline); it
+        // may shut the executor down, but cannot join itself: it returns.
+        auto f = ex.submit(suite::square, 3).then([&ex](int x) {
+            ex.shutdown(crew::Shutdown::cancel_pending);
+            return x + 1;
+        });
+        CHECK(f.get() == 10);
+        CHECK_THROWS_AS(ex.submit(suite::square, 1), crew::ExecutorShutdown);
+    }
+}
+
+TEMPLATE_TEST_CASE("futures outlive their executor", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    std::vector<crew::Future<int>> drained, cancelled;
+    {
+        TestType ex(1);
+        for (int i = 0; i < 10; ++i) drained.push_back(ex.submit(suite::sleep_then, 2));
+    }  // the destructor drains: every future is ready
+    for (auto& f : drained) {
+        REQUIRE(f.ready());
+        CHECK(f.get() == 2);
+    }
+    crew::Future<int> running;
+    {
+        TestType ex(1);
+        running = ex.submit(suite::sleep_then, 300);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // it started; the rest queue behind it
+        for (int i = 0; i < 10; ++i) cancelled.push_back(ex.submit(suite::sleep_then, 20));
+        ex.shutdown(crew::Shutdown::cancel_pending);
+    }
+    REQUIRE(running.ready());
+    CHECK(running.get() == 300);
+    for (auto& f : cancelled) {
+        REQUIRE(f.ready());
+        CHECK_THROWS_AS(f.get(), crew::Cancelled);
+    }
+}
+
+TEMPLATE_TEST_CASE("throwing continuations, submitting from a continuation, dropped futures", CREW_SUITE_TAG,
+                   CREW_SUITE_TYPES) {
+    TestType ex(2);
+    auto thrown = ex.submit(suite::square, 2).then([](int) -> int { throw std::logic_error("from then"); });
+    CHECK_THROWS_AS(thrown.get(), std::logic_error);
+
+    // A continuation may submit more work to the same executor. (It must
+    // not block on it: for processes, continuations run on the dispatcher
+    // thread that the new task may need.)
+    std::optional<crew::Future<int>> inner;
+    auto outer = ex.submit(suite::square, 2).then([&ex, &inner](int x) {
+        inner = ex.submit(suite::square, x);
+        return x;
+    });
+    CHECK(outer.get() == 4);
+    REQUIRE(inner.has_value());
+    CHECK(inner->get() == 16);
+
+    // Futures dropped unwaited: the tasks still run, nothing leaks or hangs.
+    for (int i = 0; i < 200; ++i) (void)ex.submit(suite::square, i);
+    CHECK(ex.submit(suite::add, 1, 2).get() == 3);
 }

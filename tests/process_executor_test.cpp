@@ -303,3 +303,15 @@ TEST_CASE("one generic job, identical on threads and processes", "[process]") {
     CHECK(generic_job(sockets) == expected);
     CHECK(generic_job(queues) == expected);
 }
+
+TEST_CASE("when_any and when_all over futures of different executors", "[process]") {
+    crew::ThreadExecutor<> threads(1);
+    crew::ProcessExecutor<> processes(1);
+    std::vector<crew::Future<int>> fs;
+    fs.push_back(threads.submit(sleep_ms, 400));
+    fs.push_back(processes.submit(sleep_ms, 1));
+    auto first = crew::when_any(fs);
+    CHECK(std::size_t(first) == 1);
+    auto all = crew::when_all(threads.submit(identity, 1), processes.submit(identity, 2)).get();
+    CHECK(std::get<0>(all) + std::get<1>(all) == 3);
+}

@@ -283,6 +283,10 @@ inline bool become_spawned_worker() {
 // header, so a spawned copy of the program turns into a worker before main().
 inline const bool is_spawned_worker = become_spawned_worker();
 
+/// The ProcessExecutor whose dispatcher runs on this thread (continuations
+/// of its futures run here), or null.
+inline thread_local const void* current_dispatcher = nullptr;
+
 inline std::string describe_status(int status, pid_t pid) {
     std::string who = "crew: the worker process (pid " + std::to_string(pid) + ") running this task ";
     if (WIFSIGNALED(status)) {
@@ -422,6 +426,9 @@ public:
     /// and reaps it. Later submit/post/map throw crew::ExecutorShutdown.
     void shutdown(Shutdown how = Shutdown::drain) {
         core_.close(how);
+        // From a continuation, which runs on one of our dispatcher threads: it
+        // cannot join itself. Closing is enough; the destructor joins.
+        if (detail::current_dispatcher == this) return;
         std::lock_guard lock(join_mutex_);
         for (auto& t : dispatchers_)
             if (t.joinable()) t.join();
@@ -546,6 +553,7 @@ private:
     }
 
     void dispatch() noexcept {
+        detail::current_dispatcher = this;
         Worker worker;
         try {
             worker = start_worker();
