@@ -28,6 +28,13 @@
 // what main() sets up, nor on a namespace-scope object of another source
 // file with a dynamic initialiser (it may not be constructed yet; a function-
 // local static is fine). Use Options::initializer for per-worker set-up.
+//
+// Continuations (Future::then) of this executor's futures run in this
+// process, on the dispatcher thread that received the result: keep them
+// short, and never block in one on another task of the same executor (that
+// task may need the very dispatcher that is blocked). A continuation may
+// submit work, and may call shutdown() (which then does not wait); it must
+// not destroy the executor.
 #pragma once
 
 #include <algorithm>
