@@ -84,8 +84,18 @@ public:
 
     /// Append n raw bytes; amortised O(n), like push_back.
     void write(const void* data, std::size_t n) {
+        if (n == 0) return;
         const auto* p = static_cast<const std::byte*>(data);
-        out_->insert(out_->end(), p, p + n);
+        if (n > small_write) {
+            out_->insert(out_->end(), p, p + n);
+            return;
+        }
+        // Scalars go through resize + memcpy: GCC 12 at -O3 misreads an
+        // insert() of a few constant bytes as an overflow
+        // (-Wstringop-overflow), which breaks users' -Werror builds.
+        const std::size_t at = out_->size();
+        out_->resize(at + n);
+        std::memcpy(out_->data() + at, p, n);
     }
     /// Append v's encoding: crew::Codec<T>::encode(*this, v).
     template <class T> void write_value(const T& v) { crew::encode_into(*this, v); }
@@ -93,6 +103,7 @@ public:
     [[nodiscard]] std::vector<std::byte>& buffer() noexcept { return *out_; }
 
 private:
+    static constexpr std::size_t small_write = 16;
     std::vector<std::byte>* out_;
 };
 

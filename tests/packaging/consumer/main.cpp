@@ -1,0 +1,22 @@
+// Uses crew as an outside project would: threads and processes, one job.
+#include <cstdio>
+#include <vector>
+
+#include <crew/crew.hpp>
+
+int square(int x) { return x * x; }
+
+template <crew::executor Ex>
+int sum_of_squares(Ex& ex) {
+    int total = 0;
+    for (int r : ex.map(square, std::vector<int>{1, 2, 3, 4})) total += r;
+    return total;
+}
+
+int main() {
+    crew::ThreadExecutor<> threads(2);
+    crew::ProcessExecutor<> processes(2);
+    const int a = sum_of_squares(threads), b = sum_of_squares(processes);
+    std::printf("threads %d, processes %d\n", a, b);
+    return a == 30 && b == 30 ? 0 : 1;
+}
