@@ -47,7 +47,9 @@ template <class C>
 
 template <class C>
 bool demo() {
-    auto [parent_end, child_end] = C::pair();
+    auto ends = C::pair();  // first: the parent's end, second: the child's
+    auto& parent_end = ends.first;
+    auto& child_end = ends.second;
     std::fflush(stdout);  // else the child inherits, and prints again, what is still buffered
     const pid_t pid = ::fork();
     if (pid < 0) return false;

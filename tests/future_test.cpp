@@ -177,6 +177,9 @@ TEST_CASE("when_any, as_completed and wait follow completion order", "[when]") {
 
     std::vector<crew::Future<int>> none;
     CHECK_THROWS_AS(crew::when_any(none), crew::InvalidArgument);
+    std::vector<crew::Future<int>> hollow(2);  // futures with no state
+    CHECK_THROWS_AS(crew::when_all(hollow), crew::Error);
+    CHECK_THROWS_AS(crew::when_all(crew::Future<int>{}, crew::Future<void>{}), crew::Error);
     auto empty = crew::wait(none, crew::Return::all_completed);
     CHECK(empty.done.empty());
 }

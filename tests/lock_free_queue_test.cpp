@@ -85,6 +85,11 @@ TEST_CASE("blocking push and pop sleep and close wakes them", "[queue]") {
     consumer.join();
     CHECK(sum == 5050);
     CHECK_FALSE(q.push(1));
+    auto owned = std::make_unique<int>(7);
+    crew::LockFreeQueue<std::unique_ptr<int>> closed_queue(2);
+    closed_queue.close();
+    CHECK_FALSE(closed_queue.push(std::move(owned)));
+    CHECK(owned != nullptr);  // refused, so still ours
     int v = 0;
     CHECK_FALSE(q.pop(v));
 }

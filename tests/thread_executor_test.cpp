@@ -82,6 +82,7 @@ TEST_CASE("options that need processes are rejected on threads", "[thread]") {
     CHECK_THROWS_AS(crew::ThreadExecutor<>(1, crew::Options{.memory_limit = 1 << 20}), crew::InvalidArgument);
     CHECK_THROWS_AS(crew::ThreadExecutor<>(1, crew::Options{.max_tasks_per_worker = 3}), crew::InvalidArgument);
     CHECK_THROWS_AS(crew::ThreadExecutor<>(1, crew::Options{.start = crew::Start::spawn}), crew::InvalidArgument);
+    CHECK_THROWS_AS(crew::ThreadExecutor<>(1, crew::Options{.max_message_size = 1 << 20}), crew::InvalidArgument);
 }
 
 namespace {

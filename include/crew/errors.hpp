@@ -24,7 +24,8 @@ public:
     using Error::Error;
 };
 
-/// A wait ran out of time, or a process task ran past Options::task_timeout.
+/// A process task ran past Options::task_timeout (its worker was killed).
+/// crew's timed waits (wait_for, wait_until, wait) return false instead.
 class Timeout : public Error {
 public:
     using Error::Error;

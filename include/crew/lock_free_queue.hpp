@@ -122,11 +122,17 @@ public:
         return out;
     }
 
-    /// Adds an item, sleeping while the queue is full. Returns false (and
-    /// drops nothing: the item is not moved from) when the queue is closed.
-    bool push(T item) {
+    /// Adds an item, sleeping while the queue is full. Returns false when the
+    /// queue is closed; the item is then not moved from (an rvalue passed in
+    /// is still the caller's).
+    bool push(const T& item) {
         if (closed()) return false;
-        return block_until(not_full_, [&] { return try_push(std::move(item)); });
+        return block_until(not_full_, [&] { return try_push(item); });
+    }
+    bool push(T&& item) {
+        if (closed()) return false;
+        // try_push moves only when it succeeds.
+        return block_until(not_full_, [&] { return try_emplace(std::move(item)); });
     }
 
     /// Takes an item, sleeping while the queue is empty. Returns false when

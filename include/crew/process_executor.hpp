@@ -492,7 +492,11 @@ private:
     enum class Wait { reply, died, timed_out };
 
     Worker start_worker() {
-        auto [parent_end, child_end] = Channel::pair(options_.max_message_size);
+        // Named references, not a structured binding: clang before 16 cannot
+        // capture a binding in a lambda.
+        auto ends = Channel::pair(options_.max_message_size);
+        Endpoint& parent_end = ends.first;
+        Endpoint& child_end = ends.second;
         if (server_) return Worker{server_->start(child_end), std::move(parent_end), 0};
         if (options_.start.value_or(Start::spawn) == Start::spawn) {
             const pid_t pid = detail::spawn_self(

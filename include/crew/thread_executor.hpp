@@ -220,10 +220,12 @@ private:
     static constexpr std::size_t queue_capacity = 1024;
 
     static const Options& check(const Options& o) {
-        if (o.max_tasks_per_worker != 0 || o.task_timeout.count() != 0 || o.memory_limit != 0 || o.start)
+        if (o.max_tasks_per_worker != 0 || o.task_timeout.count() != 0 || o.memory_limit != 0 || o.start ||
+            o.max_message_size != Options{}.max_message_size)
             throw InvalidArgument(
-                "crew::ThreadExecutor: max_tasks_per_worker, task_timeout, memory_limit and start apply to "
-                "worker processes only (a thread cannot be killed or limited alone); use crew::ProcessExecutor");
+                "crew::ThreadExecutor: max_tasks_per_worker, task_timeout, memory_limit, start and "
+                "max_message_size apply to worker processes only (a thread cannot be killed or limited alone, "
+                "and shares memory instead of sending messages); use crew::ProcessExecutor");
         return o;
     }
 

@@ -243,9 +243,10 @@ class CompletionRange;
 
 /// A future of all the values, in input order. Completes when every input has;
 /// if any failed, with the first failure in input order. Futures of void
-/// contribute std::monostate.
+/// contribute std::monostate. crew::Error if a future has no state.
 template <class... Ts>
 Future<std::tuple<detail::value_or_monostate<Ts>...>> when_all(Future<Ts>... futures) {
+    if (!(futures.valid() && ...)) detail::throw_no_state();
     auto* all = new detail::AllOfTuple<Ts...>(std::move(futures)...);
     auto result = detail::make_future<std::tuple<detail::value_or_monostate<Ts>...>>(all);
     all->begin();
@@ -257,6 +258,8 @@ Future<std::tuple<detail::value_or_monostate<Ts>...>> when_all(Future<Ts>... fut
 /// holding empty futures.
 template <class T>
 auto when_all(std::vector<Future<T>>&& futures) {
+    for (const auto& f : futures)
+        if (!f.valid()) detail::throw_no_state();
     auto* all = new detail::AllOfVector<T>(std::move(futures));
     auto result = detail::make_future<std::conditional_t<std::is_void_v<T>, void, std::vector<T>>>(all);
     all->begin();

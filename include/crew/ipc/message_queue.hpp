@@ -13,8 +13,8 @@
 // message is an 8-byte length plus the payload, cut into parts of at most
 // `slot_bytes`; every part is copied into the queue and out again under the
 // queue's mutex. Waiting: the queues are only used through try_send() and
-// try_receive(), never Boost's blocking calls; a waiting call spins for a
-// few microseconds, then sleeps on a process-shared futex in the control block
+// try_receive(), never Boost's blocking calls; a waiting call spins for up to
+// crew::detail::spin_budget (50 us), then sleeps on a process-shared futex in the control block
 // (woken by the peer only when someone sleeps), and wakes every 100 ms to check
 // that the peer process still exists. That keeps clear of Boost's waits on
 // process-shared condition variables, whose timed form runs on the wall clock

@@ -14,7 +14,7 @@
 // export_handle()), and a pidfd while waiting for the peer. A message is an
 // 8-byte length then the payload, streamed through the 1 MiB ring in parts
 // when larger: the receiver copies out while the sender copies in. A waiting
-// call spins for a few microseconds (crew::detail::spin_budget), then sleeps
+// call spins for up to crew::detail::spin_budget (50 us), then sleeps
 // on a process-shared futex; a notify makes a syscall only when the peer
 // sleeps. A sleeping call wakes every 100 ms to check that the peer process
 // still exists, so an idle endpoint costs ~10 tiny wake-ups per second.
