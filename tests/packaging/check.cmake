@@ -1,6 +1,6 @@
 # Builds and runs tests/packaging/consumer against crew, one of two ways:
 #   cmake -DMODE=find_package -DCREW_BUILD_DIR=... -DCREW_SOURCE_DIR=... -DWORK=... -P check.cmake
-#   cmake -DMODE=add_subdirectory -DCREW_SOURCE_DIR=... -DWORK=... -P check.cmake
+#   cmake -DMODE=add_subdirectory -DCREW_SOURCE_DIR=... -DWORK=... [-DCXX=clang++] -P check.cmake
 # find_package installs crew from CREW_BUILD_DIR into WORK/prefix first.
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
@@ -21,8 +21,12 @@ if(MODE STREQUAL "find_package")
   run(${CMAKE_COMMAND} -S ${consumer} -B ${WORK}/build -DCREW_USE=find_package
       -DCMAKE_PREFIX_PATH=${WORK}/prefix -DCMAKE_BUILD_TYPE=Release)
 else()
+  set(compiler)
+  if(CXX)
+    set(compiler -DCMAKE_CXX_COMPILER=${CXX})
+  endif()
   run(${CMAKE_COMMAND} -S ${consumer} -B ${WORK}/build -DCREW_USE=add_subdirectory
-      -DCREW_SOURCE_DIR=${CREW_SOURCE_DIR} -DCMAKE_BUILD_TYPE=Release)
+      -DCREW_SOURCE_DIR=${CREW_SOURCE_DIR} -DCMAKE_BUILD_TYPE=Release ${compiler})
 endif()
 run(${CMAKE_COMMAND} --build ${WORK}/build)
 run(${WORK}/build/consumer)
