@@ -119,11 +119,11 @@ bool eventually(Condition condition) {
 /// Snapshot of what a test could leak; check() compares at the end.
 struct LeakCheck {
     const std::size_t fds = crew_test::open_fds();
-    std::set<std::string> shm = shm_entries();
+    std::set<std::string> names = crew_test::ipc_names();
 
     void check() const {
         CHECK(crew_test::open_fds() == fds);
-        CHECK(shm_entries() == shm);
+        CHECK(crew_test::ipc_names() == names);
         const pid_t r = ::waitpid(-1, nullptr, WNOHANG);
         const int err = errno;
         CHECK(r == -1);  // no child left, reaped or not

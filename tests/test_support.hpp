@@ -53,8 +53,8 @@ inline std::size_t open_fds() {
 }
 
 /// Entries of /dev/shm and /dev/mqueue that this test program could have
-/// made: everything except other processes' crew names (other test programs
-/// may run at the same time). MessageQueue's names carry the pid of the
+/// made: everything except other processes' MessageQueue names (other test
+/// programs may run at the same time). Those names carry the pid of the
 /// process that called pair(), which in the tests is always this one.
 inline std::set<std::string> ipc_names() {
     std::set<std::string> names;
@@ -63,7 +63,7 @@ inline std::set<std::string> ipc_names() {
         std::error_code ec;
         for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
             const std::string name = entry.path().filename().string();
-            if (name.rfind("crew", 0) == 0 && name.find(mine) == std::string::npos) continue;
+            if (name.rfind("crew-mq-", 0) == 0 && name.find(mine) == std::string::npos) continue;
             names.insert(std::string(dir) + "/" + name);
         }
     }
