@@ -53,32 +53,14 @@ struct CustomError : std::runtime_error {
 };
 int throw_custom() { throw CustomError("custom failure"); }
 
-// Children of this process, by scanning /proc (zombies included).
-std::size_t child_count() {
-    std::size_t n = 0;
-    const std::string me = std::to_string(::getpid());
-    for (auto& e : std::filesystem::directory_iterator("/proc")) {
-        std::ifstream stat(e.path() / "stat");
-        std::string line;
-        if (!std::getline(stat, line)) continue;
-        auto close = line.rfind(')');
-        if (close == std::string::npos) continue;
-        std::istringstream rest(line.substr(close + 2));
-        std::string state, ppid;
-        rest >> state >> ppid;
-        n += ppid == me;
-    }
-    return n;
-}
-
 // Leak check around a block: fds, children and IPC names as before.
 struct NoLeaks {
     std::size_t fds = crew_test::open_fds();
-    std::size_t children = child_count();
+    std::size_t children = crew_test::child_count();
     std::set<std::string> names = crew_test::ipc_names();
     ~NoLeaks() {
         CHECK(crew_test::open_fds() == fds);
-        CHECK(child_count() == children);
+        CHECK(crew_test::child_count() == children);
         CHECK(crew_test::ipc_names() == names);
     }
 };

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cstddef>
 #include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <system_error>
 
@@ -68,6 +70,24 @@ inline std::set<std::string> ipc_names() {
         }
     }
     return names;
+}
+
+/// Children of this process, zombies included, by scanning /proc.
+inline std::size_t child_count() {
+    std::size_t n = 0;
+    const std::string me = std::to_string(::getpid());
+    for (auto& e : std::filesystem::directory_iterator("/proc")) {
+        std::ifstream stat(e.path() / "stat");
+        std::string line;
+        if (!std::getline(stat, line)) continue;
+        const auto close = line.rfind(')');
+        if (close == std::string::npos || line.size() < close + 4) continue;
+        std::istringstream rest(line.substr(close + 2));
+        std::string state, ppid;
+        rest >> state >> ppid;
+        n += ppid == me;
+    }
+    return n;
 }
 
 }  // namespace crew_test
