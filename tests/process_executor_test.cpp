@@ -48,6 +48,18 @@ int read_initialized() { return initialized_value; }
 
 std::vector<char> echo(std::vector<char> bytes) { return bytes; }
 
+// Hostile tasks: write garbage into every fd the worker has (its channel
+// included), or close them all.
+int scribble() {
+    const unsigned char garbage[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 5, 6, 7, 8};
+    for (int fd = 3; fd < 1024; ++fd) (void)!::write(fd, garbage, sizeof garbage);
+    return 1;
+}
+int close_everything() {
+    for (int fd = 3; fd < 1024; ++fd) ::close(fd);
+    return 2;
+}
+
 struct CustomError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
@@ -66,6 +78,7 @@ struct NoLeaks {
 };
 
 using Channels = std::tuple<crew::ipc::SharedMemory, crew::ipc::Pipe, crew::ipc::Socket, crew::ipc::MessageQueue>;
+using StreamChannels = std::tuple<crew::ipc::Pipe, crew::ipc::Socket>;  // the ones made of fds
 
 }  // namespace
 
@@ -296,4 +309,17 @@ TEST_CASE("when_any and when_all over futures of different executors", "[process
     CHECK(std::size_t(first) == 1);
     auto all = crew::when_all(threads.submit(identity, 1), processes.submit(identity, 2)).get();
     CHECK(std::get<0>(all) + std::get<1>(all) == 3);
+}
+
+TEMPLATE_LIST_TEST_CASE("a task that scribbles on or closes its worker's channel fails alone",
+                        "[process][hostile]", StreamChannels) {
+    NoLeaks guard;
+    crew::ProcessExecutor<TestType> ex(1);
+    // Garbage where the parent expects a reply: a length far over the limit.
+    // The dispatcher kills the worker; only this task fails.
+    CHECK_THROWS_AS(ex.submit(scribble).get(), crew::WorkerDied);
+    CHECK(ex.submit(identity, 5).get() == 5);
+    // The channel closed under the worker: it cannot answer and exits.
+    CHECK_THROWS_AS(ex.submit(close_everything).get(), crew::WorkerDied);
+    CHECK(ex.submit(identity, 6).get() == 6);
 }
