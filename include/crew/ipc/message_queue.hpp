@@ -40,7 +40,11 @@
 // ~100 ms (see crew/ipc/shared_memory.hpp, which works the same way). Boost
 // 1.74's queue mutex is not robust: a peer killed while copying a part
 // inside Boost (microseconds per part) leaves it locked, and the other side
-// then blocks in its next send or receive.
+// then blocks in its next send or receive, whatever its deadline (a peer
+// stopped there, SIGSTOP, blocks it for as long as it is stopped). Inside a
+// ProcessExecutor this means a worker SIGKILLed from outside in the middle of
+// sending a result can hang its dispatcher; prefer SharedMemory, Pipe or
+// Socket where workers may be killed at any moment.
 //
 // Guarantees: messages arrive whole, in order, exactly once; any size up to
 // the pair's `max_message` (checked on both sides before anything is
