@@ -105,7 +105,7 @@ public:
     T get() {
         checked().wait();
         detail::StateRef<detail::SharedState<T>> state = std::move(state_);
-        if (state->status() != detail::Status::value) std::rethrow_exception(state->error());
+        if (state->status() != detail::Status::value) std::rethrow_exception(state->take_error());
         if constexpr (!std::is_void_v<T>) return std::move(state->value());
     }
 
@@ -171,7 +171,7 @@ public:
                 else
                     publish_invoke<U>(*this, std::move(f_), std::move(src.value()));
             } else {
-                this->publish_error(src.error());
+                this->publish_error(src.take_error());
             }
         }
         source_.reset();

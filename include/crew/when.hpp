@@ -116,7 +116,7 @@ private:
         // on timing.
         for (auto& f : inputs_) {
             auto* s = FutureAccess::state(f);
-            if (s->status() != Status::value) return this->publish_error(s->error());
+            if (s->status() != Status::value) return this->publish_error(s->take_error());
         }
         if constexpr (std::is_void_v<T>) {
             this->publish_value();
@@ -155,7 +155,7 @@ private:
             [&](auto&... f) {
                 ((first = first ? first
                                 : (FutureAccess::state(f)->status() == Status::value ? nullptr
-                                                                                     : FutureAccess::state(f)->error())),
+                                                                                     : FutureAccess::state(f)->take_error())),
                  ...);
             },
             inputs_);

@@ -121,6 +121,13 @@ public:
     }
 
     [[nodiscard]] const std::exception_ptr& error() const noexcept { return error_; }
+    /// The exception, taken out: for the one consumer of a failed state
+    /// (Future::get, a continuation, when_all). The thread that rethrows it
+    /// then holds the last reference, so the thread that drops the state
+    /// later never destroys an exception another thread still reads (their
+    /// shared count would be invisible to ThreadSanitizer, see
+    /// capture_exception).
+    [[nodiscard]] std::exception_ptr take_error() noexcept { return std::move(error_); }
 
     /// Pushes a continuation; false when the state is already published (the
     /// caller then invokes it itself).
