@@ -323,3 +323,49 @@ TEMPLATE_LIST_TEST_CASE("a task that scribbles on or closes its worker's channel
     CHECK_THROWS_AS(ex.submit(close_everything).get(), crew::WorkerDied);
     CHECK(ex.submit(identity, 6).get() == 6);
 }
+
+TEST_CASE("MessageQueue names: gone after cancel_pending, and after the parent is SIGKILLed", "[process][names]") {
+    {
+        NoLeaks guard;  // checks /dev/shm and /dev/mqueue too
+        crew::ProcessExecutor<crew::ipc::MessageQueue> ex(2);
+        std::vector<crew::Future<int>> fs;
+        for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(sleep_ms, 20));
+        ex.shutdown(crew::Shutdown::cancel_pending);
+    }
+    // A process that runs an executor over MessageQueue is SIGKILLed: the
+    // names its channels used (they carry its pid) must not outlive it. They
+    // are removed as soon as each worker has opened its queues, which the
+    // constructor waits for.
+    int report[2];
+    REQUIRE(::pipe(report) == 0);
+    const pid_t owner = ::fork();
+    REQUIRE(owner >= 0);
+    if (owner == 0) {
+        crew::ProcessExecutor<crew::ipc::MessageQueue> ex(2);
+        const int pid = ex.submit(own_pid).get();
+        (void)!::write(report[1], &pid, sizeof pid);
+        ::pause();
+        ::_exit(0);
+    }
+    ::close(report[1]);
+    int worker = 0;
+    REQUIRE(::read(report[0], &worker, sizeof worker) == static_cast<ssize_t>(sizeof worker));
+    ::close(report[0]);
+    ::kill(owner, SIGKILL);
+    ::waitpid(owner, nullptr, 0);
+    const std::string prefix = "crew-mq-" + std::to_string(owner) + "-";
+    auto left = [&] {
+        std::vector<std::string> names;
+        for (const char* dir : {"/dev/shm", "/dev/mqueue"}) {
+            std::error_code ec;
+            for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+                if (e.path().filename().string().rfind(prefix, 0) == 0) names.push_back(e.path().string());
+        }
+        return names;
+    };
+    // The workers die with their parent within a second; nothing named stays.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (!left().empty() && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(left().empty());
+}
