@@ -2,7 +2,10 @@
 //
 // Two counting semaphores count free and used slots, a binary semaphore guards
 // the ring itself (Dijkstra's producer/consumer). A blocked producer or
-// consumer sleeps on its semaphore (a futex in libstdc++).
+// consumer sleeps on its semaphore: crew::ipc::Semaphore, a futex that is
+// woken only when someone sleeps (and works between processes too). Not
+// std::counting_semaphore: GCC 12's can sleep forever after a release
+// (libstdc++ PR 104928), which hung this policy under ThreadSanitizer.
 // When: to see the textbook solution at work, or when producers must be
 // throttled by capacity with no busy waiting at all.
 // Cost: three semaphore operations per push and per pop.
@@ -11,11 +14,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <semaphore>
 #include <string_view>
 #include <utility>
 
 #include <crew/detail/ring.hpp>
+#include <crew/ipc/semaphore.hpp>
 
 namespace crew::sync {
 
@@ -27,7 +30,7 @@ struct Semaphore {
     class queue {
     public:
         explicit queue(std::size_t capacity)
-            : ring_(capacity), free_(static_cast<std::ptrdiff_t>(capacity)), used_(0), guard_(1) {}
+            : ring_(capacity), free_(static_cast<std::uint32_t>(capacity)), used_(0), guard_(1) {}
 
         bool try_push(T&& item) {
             if (!free_.try_acquire()) return false;
@@ -64,8 +67,6 @@ struct Semaphore {
         [[nodiscard]] std::size_t capacity() const noexcept { return ring_.capacity(); }
 
     private:
-        static constexpr std::ptrdiff_t max_count = INT32_MAX;  // libstdc++'s largest futex-backed count
-
         void put(T&& item) {
             guard_.acquire();
             ring_.push(std::move(item));
@@ -87,9 +88,9 @@ struct Semaphore {
         }
 
         detail::Ring<T> ring_;
-        std::counting_semaphore<max_count> free_;
-        std::counting_semaphore<max_count> used_;
-        std::binary_semaphore guard_;
+        ipc::Semaphore free_;
+        ipc::Semaphore used_;
+        ipc::Semaphore guard_;  // binary: 1 while the ring is free
         std::atomic<bool> closed_{false};
     };
 };
