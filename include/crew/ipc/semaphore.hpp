@@ -6,8 +6,8 @@
 // memory uses the same counter. Works between threads of one process too.
 //
 // When: to bound how many processes do something at once, or as the two
-// counters of the classic bounded buffer between processes (the same design
-// crew::sync::Semaphore uses between threads, there with std::counting_semaphore).
+// counters of the classic bounded buffer (crew::sync::Semaphore uses it for
+// its three semaphores, between threads).
 //
 // Cost: acquire() with a unit available and release() with nobody waiting are
 // one atomic read-modify-write each, no system call. acquire() with the count
