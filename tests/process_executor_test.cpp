@@ -31,6 +31,10 @@ int crash_on(int x) {
 }
 
 int own_pid() { return static_cast<int>(::getpid()); }
+int sleepy_pid(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return static_cast<int>(::getpid());
+}
 
 int sleep_ms(int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -334,15 +338,23 @@ TEST_CASE("MessageQueue names: gone after cancel_pending, and after the parent i
     }
     // A process that runs an executor over MessageQueue is SIGKILLed: the
     // names its channels used (they carry its pid) must not outlive it. They
-    // are removed as soon as each worker has opened its queues, which the
-    // constructor waits for.
+    // are removed as soon as each worker has opened its queues, so the owner
+    // first makes sure both workers have run a task. (Killed before that, the
+    // names of a worker still starting stay behind: see message_queue.hpp.)
     int report[2];
     REQUIRE(::pipe(report) == 0);
     const pid_t owner = ::fork();
     REQUIRE(owner >= 0);
     if (owner == 0) {
         crew::ProcessExecutor<crew::ipc::MessageQueue> ex(2);
-        const int pid = ex.submit(own_pid).get();
+        std::set<int> workers;
+        for (int round = 0; round < 100 && workers.size() < 2; ++round) {
+            // Two slow tasks at once go to the two workers, side by side.
+            auto a = ex.submit(sleepy_pid, 20), b = ex.submit(sleepy_pid, 20);
+            workers.insert(a.get());
+            workers.insert(b.get());
+        }
+        const int pid = workers.size() == 2 ? *workers.begin() : -1;
         (void)!::write(report[1], &pid, sizeof pid);
         ::pause();
         ::_exit(0);
@@ -351,6 +363,7 @@ TEST_CASE("MessageQueue names: gone after cancel_pending, and after the parent i
     int worker = 0;
     REQUIRE(::read(report[0], &worker, sizeof worker) == static_cast<ssize_t>(sizeof worker));
     ::close(report[0]);
+    CHECK(worker > 0);  // both workers ran a task
     ::kill(owner, SIGKILL);
     ::waitpid(owner, nullptr, 0);
     const std::string prefix = "crew-mq-" + std::to_string(owner) + "-";
