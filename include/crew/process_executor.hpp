@@ -500,7 +500,8 @@ private:
         if (server_) return Worker{server_->start(child_end), std::move(parent_end), 0};
         if (options_.start.value_or(Start::spawn) == Start::spawn) {
             const pid_t pid = detail::spawn_self(
-                [&] { return std::string(Channel::name) + "|" + child_end.export_handle() + "|" + config_.to_text(); });
+                [&] { return std::string(Channel::name) + "|" + child_end.export_handle() + "|" + config_.to_text(); },
+                [&] { child_end.close(); });
             return Worker{detail::WorkerProcess(pid), std::move(parent_end), 0};
         }
         // Start::fork: the child runs on from here.

@@ -143,30 +143,40 @@ private:
 };
 
 /// Starts a fresh copy of this program (fork, then exec of /proc/self/exe)
-/// with CREW_WORKER set to what `make_spec()` returns in the child; the copy
-/// turns into a worker or fork server before its main() runs. With
+/// with CREW_WORKER set to what `make_spec()` returns; the copy turns into a
+/// worker or fork server before its main() runs. `make_spec` runs in this
+/// process before the fork (it may export fds: clear FD_CLOEXEC), and
+/// `after_fork` right after it, both under fork_mutex(), so no other child
+/// crew starts inherits what was exported (close it in `after_fork`). The
+/// child only calls async-signal-safe functions before exec: no allocation,
+/// whatever allocator (or sanitizer) the program uses. With
 /// `die_with_thread`, the child is SIGKILLed when the calling thread ends
-/// (PR_SET_PDEATHSIG acts per thread). `make_spec` runs between fork and
-/// exec: it may export fds (clear FD_CLOEXEC) and allocate (glibc keeps
-/// malloc usable after fork), nothing more.
-template <class MakeSpec>
-pid_t spawn_self(MakeSpec&& make_spec, bool die_with_thread = true) {
+/// (PR_SET_PDEATHSIG acts per thread).
+template <class MakeSpec, class AfterFork>
+pid_t spawn_self(MakeSpec&& make_spec, AfterFork&& after_fork, bool die_with_thread = true) {
     const pid_t parent = ::getpid();
     std::lock_guard lock(fork_mutex());
+    const std::string entry = std::string(worker_env) + "=" + make_spec();
+    std::vector<char*> env;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e)
+        if (std::strncmp(*e, worker_env, std::strlen(worker_env)) != 0 || (*e)[std::strlen(worker_env)] != '=')
+            env.push_back(*e);
+    env.push_back(const_cast<char*>(entry.c_str()));
+    env.push_back(nullptr);
+    char arg0[] = "crew-worker";
+    char* argv[] = {arg0, nullptr};
     std::fflush(nullptr);  // else the child could flush our buffered output again
     const pid_t pid = ::fork();
-    if (pid < 0) throw Error(std::string("crew: fork() failed: ") + std::strerror(errno));
     if (pid == 0) {
         // The check closes the race with a parent that died before prctl.
         if (die_with_thread) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != parent) ::_exit(0);
-        const std::string spec = make_spec();
-        ::setenv(worker_env, spec.c_str(), 1);
-        char arg0[] = "crew-worker";
-        char* argv[] = {arg0, nullptr};
-        ::execv("/proc/self/exe", argv);
+        ::execve("/proc/self/exe", argv, env.data());
         ::_exit(127);
     }
+    const int err = errno;
+    after_fork();
+    if (pid < 0) throw Error(std::string("crew: fork() failed: ") + std::strerror(err));
     return pid;
 }
 
@@ -325,16 +335,14 @@ public:
             // made the executor, and ends when the control socket closes.
             server_ = WorkerProcess(spawn_self(
                 [&] {
-                    ::fcntl(theirs, F_SETFD, 0);  // inherited across exec, in this child only
+                    ::fcntl(theirs, F_SETFD, 0);  // inherited across exec by the server
                     return std::string(name) + "|" + std::to_string(theirs) + "|" + config_text;
                 },
-                false));
+                [&] { ::close(theirs); }, false));
         } catch (...) {
             ::close(control_);
-            ::close(theirs);
             throw;
         }
-        ::close(theirs);
     }
     ForkServer(const ForkServer&) = delete;
     ForkServer& operator=(const ForkServer&) = delete;
