@@ -11,6 +11,8 @@
 
 #include <crew/ipc/message_queue.hpp>
 #include <crew/ipc/shared_memory.hpp>
+#include <crew/sync/mutex.hpp>
+#include <crew/sync/semaphore.hpp>
 
 #include <algorithm>
 #include <array>
@@ -47,11 +49,21 @@ namespace {
 using crew::ChannelError;
 using crew::ipc::MessageQueue;
 using crew::ipc::SharedMemory;
+// The same rings, a blocked side asleep on the Mutex / Semaphore policy's
+// process-shared primitive instead of a futex.
+using ShmMutex = crew::ipc::BasicSharedMemory<crew::sync::Mutex>;
+using ShmSemaphore = crew::ipc::BasicSharedMemory<crew::sync::Semaphore>;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 static_assert(crew::ipc::channel<SharedMemory>);
 static_assert(crew::ipc::channel<MessageQueue>);
+static_assert(crew::ipc::channel<ShmMutex> && crew::ipc::channel<ShmSemaphore>);
+static_assert(std::is_same_v<crew::ipc::with_sync_t<SharedMemory, crew::sync::Mutex>, ShmMutex>);
+static_assert(std::is_same_v<crew::ipc::with_sync_t<MessageQueue, crew::sync::Mutex>, MessageQueue>);
+
+template <class C>
+constexpr bool is_shm = !std::is_same_v<C, MessageQueue>;
 static_assert(!std::is_copy_constructible_v<SharedMemory::Endpoint>);
 static_assert(!std::is_copy_assignable_v<MessageQueue::Endpoint>);
 static_assert(std::is_nothrow_move_constructible_v<SharedMemory::Endpoint>);
@@ -60,7 +72,7 @@ static_assert(std::is_nothrow_move_constructible_v<MessageQueue::Endpoint>);
 /// The unit a channel cuts messages into: the ring, or a queue slot.
 template <class C>
 constexpr std::size_t unit_bytes() {
-    if constexpr (std::is_same_v<C, SharedMemory>) {
+    if constexpr (is_shm<C>) {
         return SharedMemory::ring_bytes;
     } else {
         return MessageQueue::slot_bytes;
@@ -71,7 +83,7 @@ constexpr std::size_t unit_bytes() {
 /// sender wait for the receiver).
 template <class C>
 constexpr std::size_t capacity_bytes() {
-    if constexpr (std::is_same_v<C, SharedMemory>) {
+    if constexpr (is_shm<C>) {
         return SharedMemory::ring_bytes;
     } else {
         return MessageQueue::slot_bytes * MessageQueue::slot_count;
@@ -231,7 +243,7 @@ private:
 
 // ---------------------------------------------------------------------------
 
-TEMPLATE_TEST_CASE("shm/mq channels carry typed values to a forked echo and back", "[ipc][shm_mq]", SharedMemory,
+TEMPLATE_TEST_CASE("shm/mq channels carry typed values to a forked echo and back", "[ipc][shm_mq]", SharedMemory, ShmMutex, ShmSemaphore,
                    MessageQueue) {
     const Leaks before;
     {
@@ -269,7 +281,7 @@ TEMPLATE_TEST_CASE("shm/mq channels carry typed values to a forked echo and back
     CHECK_NOTHING_LEFT(before);
 }
 
-TEMPLATE_TEST_CASE("shm/mq channels carry messages of any size whole", "[ipc][shm_mq]", SharedMemory,
+TEMPLATE_TEST_CASE("shm/mq channels carry messages of any size whole", "[ipc][shm_mq]", SharedMemory, ShmMutex, ShmSemaphore,
                    MessageQueue) {
     const Leaks before;
     {
@@ -301,7 +313,7 @@ TEMPLATE_TEST_CASE("shm/mq channels carry messages of any size whole", "[ipc][sh
 }
 
 TEMPLATE_TEST_CASE("shm/mq: one thread sends while another receives on the same endpoint", "[ipc][shm_mq]",
-                   SharedMemory, MessageQueue) {
+                   SharedMemory, ShmMutex, ShmSemaphore, MessageQueue) {
     const Leaks before;
     {
         auto ends = TestType::pair();
@@ -335,7 +347,7 @@ TEMPLATE_TEST_CASE("shm/mq: one thread sends while another receives on the same 
 }
 
 TEMPLATE_TEST_CASE("shm/mq: a length over the limit is refused before anything is allocated", "[ipc][shm_mq]",
-                   SharedMemory, MessageQueue) {
+                   SharedMemory, ShmMutex, ShmSemaphore, MessageQueue) {
     const Leaks before;
     {
         constexpr std::size_t limit = 1 << 20;
@@ -357,10 +369,11 @@ TEMPLATE_TEST_CASE("shm/mq: a length over the limit is refused before anything i
             // An end imported with a smaller limit than its peer's.
             const std::string text = ends.second.export_handle();
             std::string own = text;
-            if constexpr (std::is_same_v<TestType, SharedMemory>) {
+            if constexpr (is_shm<TestType>) {
                 // Import takes ownership of the fd: give it a duplicate.
-                const int fd = ::fcntl(std::stoi(text.substr(4)), F_DUPFD_CLOEXEC, 0);
-                own = "shm:" + std::to_string(fd) + text.substr(text.rfind(':'));
+                const std::string prefix = std::string(TestType::name) + ":";
+                const int fd = ::fcntl(std::stoi(text.substr(prefix.size())), F_DUPFD_CLOEXEC, 0);
+                own = prefix + std::to_string(fd) + text.substr(text.rfind(':'));
             }
             auto small = TestType::Endpoint::import_handle(own, 4096);
             ends.first.send_bytes(pattern(500'000, 1));
@@ -389,7 +402,7 @@ TEMPLATE_TEST_CASE("shm/mq: a length over the limit is refused before anything i
 }
 
 TEMPLATE_TEST_CASE("shm/mq: a peer that closes or ends is a ChannelError, never a hang", "[ipc][shm_mq]",
-                   SharedMemory, MessageQueue) {
+                   SharedMemory, ShmMutex, ShmSemaphore, MessageQueue) {
     const Leaks before;
     {
         auto ends = TestType::pair();
@@ -514,7 +527,7 @@ TEMPLATE_TEST_CASE("shm/mq: a peer that closes or ends is a ChannelError, never 
     CHECK_NOTHING_LEFT(before);
 }
 
-TEMPLATE_TEST_CASE("shm/mq: a timed receive gives up on time and loses nothing", "[ipc][shm_mq]", SharedMemory,
+TEMPLATE_TEST_CASE("shm/mq: a timed receive gives up on time and loses nothing", "[ipc][shm_mq]", SharedMemory, ShmMutex, ShmSemaphore,
                    MessageQueue) {
     const Leaks before;
     {
@@ -602,7 +615,7 @@ TEMPLATE_TEST_CASE("shm/mq: a timed receive gives up on time and loses nothing",
     CHECK_NOTHING_LEFT(before);
 }
 
-TEMPLATE_TEST_CASE("shm/mq: an idle endpoint sleeps", "[ipc][shm_mq]", SharedMemory, MessageQueue) {
+TEMPLATE_TEST_CASE("shm/mq: an idle endpoint sleeps", "[ipc][shm_mq]", SharedMemory, ShmMutex, ShmSemaphore, MessageQueue) {
     const Leaks before;
     {
         auto ends = TestType::pair();
@@ -624,7 +637,7 @@ TEMPLATE_TEST_CASE("shm/mq: an idle endpoint sleeps", "[ipc][shm_mq]", SharedMem
     CHECK_NOTHING_LEFT(before);
 }
 
-TEMPLATE_TEST_CASE("shm/mq endpoints are RAII and closed ones refuse politely", "[ipc][shm_mq]", SharedMemory,
+TEMPLATE_TEST_CASE("shm/mq endpoints are RAII and closed ones refuse politely", "[ipc][shm_mq]", SharedMemory, ShmMutex, ShmSemaphore,
                    MessageQueue) {
     const Leaks before;
     {
@@ -718,7 +731,7 @@ TEST_CASE("MessageQueue's names are private and gone once both sides have the qu
     CHECK_NOTHING_LEFT(before);
 }
 
-TEMPLATE_TEST_CASE("shm/mq: export_handle and import_handle rebuild an endpoint", "[ipc][shm_mq]", SharedMemory,
+TEMPLATE_TEST_CASE("shm/mq: export_handle and import_handle rebuild an endpoint", "[ipc][shm_mq]", SharedMemory, ShmMutex, ShmSemaphore,
                    MessageQueue) {
     const Leaks before;
     const std::string prefix = std::string(TestType::name) + ":";
@@ -798,13 +811,47 @@ TEMPLATE_TEST_CASE("shm/mq: export_handle and import_handle rebuild an endpoint"
     CHECK_NOTHING_LEFT(before);
 }
 
+TEST_CASE("SharedMemory: an end of one Sync policy's channel is refused by another's", "[ipc][shm_mq]") {
+    const Leaks before;
+    {
+        auto ends = ShmMutex::pair();
+        const std::string text = ends.second.export_handle();  // "shm-mutex:<fd>:1"
+        CHECK_THROWS_AS(SharedMemory::Endpoint::import_handle(text), ChannelError);
+        CHECK_THROWS_AS(ShmSemaphore::Endpoint::import_handle(text), ChannelError);
+        // The right prefix on the wrong memory: the block's magic tells.
+        const std::string as_plain = "shm" + text.substr(text.find(':'));
+        try {
+            (void)SharedMemory::Endpoint::import_handle(as_plain);
+            FAIL("no exception");
+        } catch (const ChannelError& e) {
+            CHECK(contains(e.what(), "Sync policy"));
+        }
+        // The right kind takes it (a duplicate fd: import takes ownership).
+        const int fd = ::fcntl(std::stoi(text.substr(text.find(':') + 1)), F_DUPFD_CLOEXEC, 0);
+        REQUIRE(fd >= 0);
+        ends.second = ShmMutex::Endpoint::import_handle("shm-mutex:" + std::to_string(fd) + ":1");
+        ends.first.send(std::string("hi"));
+        CHECK(ends.second.receive<std::string>() == "hi");
+    }
+    CHECK_NOTHING_LEFT(before);
+}
+
 // Runs only in the exec'd child of the test above (hidden from a normal run).
 TEST_CASE("ipc shm mq exec child", "[.]") {
     const char* text = std::getenv("CREW_IPC_SHM_MQ_TEST_HANDLE");
     if (text == nullptr) return;  // run by hand: nothing to do
     try {
-        if (std::string_view(text).rfind("shm:", 0) == 0) {
+        const std::string_view kind = std::string_view(text).substr(0, std::string_view(text).find(':'));
+        if (kind == SharedMemory::name) {
             auto end = SharedMemory::Endpoint::import_handle(text, 1 << 30);
+            ::_exit(echo(end));
+        }
+        if (kind == ShmMutex::name) {
+            auto end = ShmMutex::Endpoint::import_handle(text, 1 << 30);
+            ::_exit(echo(end));
+        }
+        if (kind == ShmSemaphore::name) {
+            auto end = ShmSemaphore::Endpoint::import_handle(text, 1 << 30);
             ::_exit(echo(end));
         }
         auto end = MessageQueue::Endpoint::import_handle(text, 1 << 30);

@@ -80,7 +80,9 @@
 #include <crew/ipc/socket.hpp>
 #include <crew/options.hpp>
 #include <crew/sync/lock_free.hpp>
+#include <crew/sync/mutex.hpp>
 #include <crew/sync/policy.hpp>
+#include <crew/sync/semaphore.hpp>
 
 namespace crew {
 
@@ -245,7 +247,9 @@ template <class Channel>
 
 /// The channels a spawned worker can serve: it is a fresh copy of the
 /// program, so it must find the channel type from its name.
-using spawnable_channels = std::tuple<ipc::SharedMemory, ipc::Pipe, ipc::Socket, ipc::MessageQueue>;
+using spawnable_channels =
+    std::tuple<ipc::SharedMemory, ipc::BasicSharedMemory<sync::Mutex>, ipc::BasicSharedMemory<sync::Semaphore>,
+               ipc::Pipe, ipc::Socket, ipc::MessageQueue>;
 
 template <class Channel>
 inline constexpr bool is_spawnable = []<class... Cs>(std::tuple<Cs...>*) {
@@ -310,7 +314,9 @@ inline std::string describe_status(int status, pid_t pid) {
 
 /// A pool of worker processes. Channel (crew::ipc::Pipe, Socket, ...) carries
 /// tasks and results; Sync (crew::sync::LockFree, Mutex, Semaphore) guards the
-/// queue of tasks waiting in this process.
+/// queue of tasks waiting in this process and, in its process-shared form,
+/// the memory this process shares with each worker (SharedMemory's rings: a
+/// futex, a robust mutex + condition variable, or a counting semaphore).
 template <class Channel = ipc::SharedMemory, class Sync = sync::LockFree>
 class ProcessExecutor {
     static_assert(ipc::channel<Channel>,
@@ -328,7 +334,7 @@ public:
     /// options.workers) and returns when they are ready.
     explicit ProcessExecutor(std::size_t workers = 0, Options options = {})
         : options_(std::move(options)), core_(options_, queue_capacity) {
-        if (!detail::is_spawnable<Channel> && options_.start.value_or(Start::spawn) != Start::fork)
+        if (!detail::is_spawnable<Transport> && options_.start.value_or(Start::spawn) != Start::fork)
             throw InvalidArgument(std::string("crew::ProcessExecutor: a spawned worker (or fork server) is a fresh "
                                               "copy of the program and can only serve crew's own channels, not \"") +
                                   std::string(Channel::name) +
@@ -447,7 +453,10 @@ public:
 
 private:
     using Core = detail::ExecutorCore<Sync>;
-    using Endpoint = typename Channel::Endpoint;
+    // The channel in its form for Sync: for SharedMemory, the rings' waits
+    // use the policy's process-shared primitive.
+    using Transport = ipc::with_sync_t<Channel, Sync>;
+    using Endpoint = typename Transport::Endpoint;
 
     static constexpr std::size_t queue_capacity = 1024;
     // Tasks per message: enough to amortise a wake-up over many small tasks,
@@ -494,13 +503,13 @@ private:
     Worker start_worker() {
         // Named references, not a structured binding: clang before 16 cannot
         // capture a binding in a lambda.
-        auto ends = Channel::pair(options_.max_message_size);
+        auto ends = Transport::pair(options_.max_message_size);
         Endpoint& parent_end = ends.first;
         Endpoint& child_end = ends.second;
         if (server_) return Worker{server_->start(child_end), std::move(parent_end), 0};
         if (options_.start.value_or(Start::spawn) == Start::spawn) {
             const pid_t pid = detail::spawn_self(
-                [&] { return std::string(Channel::name) + "|" + child_end.export_handle() + "|" + config_.to_text(); },
+                [&] { return std::string(Transport::name) + "|" + child_end.export_handle() + "|" + config_.to_text(); },
                 [&] { child_end.close(); });
             return Worker{detail::WorkerProcess(pid), std::move(parent_end), 0};
         }

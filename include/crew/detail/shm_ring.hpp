@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <crew/detail/event_count.hpp>
+#include <crew/detail/shm_signal.hpp>
 #include <crew/detail/spin.hpp>
 
 namespace crew::detail {
@@ -231,14 +232,14 @@ enum class PeerWait {
 /// and then announces with `signal.notify_*()`), the deadline, or the peer's
 /// end. Spins for crew::detail::spin_budget first (a reply a few microseconds
 /// away is caught without a sleep), then sleeps on the process-shared
-/// `signal`, waking every peer_check_interval to look at the peer. A peer that
+/// `signal` (an EventCount, or a signal of crew/detail/shm_signal.hpp), waking every peer_check_interval to look at the peer. A peer that
 /// closed or died may still have made `ready()` true before it went, so that
 /// is checked first: data it sent is never lost.
 ///
 /// `ready()` may have side effects (e.g. take a message): it is called until
 /// it first returns true, never after.
-template <class Ready>
-PeerWait wait_for_peer(Ready&& ready, EventCount& signal, const PeerSide& peer, PeerWatch& watch,
+template <class Ready, class Signal>
+PeerWait wait_for_peer(Ready&& ready, Signal& signal, const PeerSide& peer, PeerWatch& watch,
                        const std::chrono::steady_clock::time_point* deadline) {
     using Clock = std::chrono::steady_clock;
     if (ready()) return PeerWait::ready;
@@ -308,11 +309,12 @@ PeerWait wait_for_peer(Ready&& ready, EventCount& signal, const PeerSide& peer, 
 //     the bytes. The reader copies bytes out, then frees them with a release
 //     store of `head`: a writer that loads that head with acquire is ordered
 //     after the reader's copy, so it never overwrites bytes still being read.
-//   * Sleeping goes through two process-shared event counts: the reader waits
-//     on `data` for "tail moved", the writer on `space` for "head moved". A
-//     notify is a fence and a load when nobody sleeps, and a futex wake only
-//     when someone does (see crew/detail/event_count.hpp for why no wake-up is
-//     lost).
+//   * Sleeping goes through two process-shared signals: the reader waits
+//     on `data` for "tail moved", the writer on `space` for "head moved". The
+//     Sync policy picks the signal (crew/detail/shm_signal.hpp): a futex event
+//     count (a notify is a fence and a load when nobody sleeps, a futex wake
+//     only when someone does), a robust mutex + condition variable, or a
+//     counting semaphore; none loses a wake-up.
 //   * Indices read from the peer are checked against the invariant before use:
 //     a peer that scribbles on the mapping gives an error, not a wild copy.
 //
@@ -325,20 +327,24 @@ struct alignas(64) RingIndex {
     std::atomic<std::uint64_t> value{0};
 };
 
-/// An event count on its own cache line.
-struct alignas(64) RingSignal {
-    EventCount ec{true};
+/// A wake-up signal (crew/detail/shm_signal.hpp) on its own cache line(s).
+template <class Signal>
+struct alignas(64) BasicRingSignal {
+    Signal ec;
 };
 
-template <std::size_t Capacity>
+/// The futex event count, for channels that wait lock-free.
+using RingSignal = BasicRingSignal<FutexSignal>;
+
+template <std::size_t Capacity, class Signal = FutexSignal>
 struct ByteRing {
     static_assert(Capacity >= 4096 && (Capacity & (Capacity - 1)) == 0, "the ring's size must be a power of two");
     static constexpr std::size_t capacity = Capacity;
 
     RingIndex head;     // next byte to read; stored by the reader
     RingIndex tail;     // next byte to write; stored by the writer
-    RingSignal data;    // the reader sleeps here, the writer notifies
-    RingSignal space;   // the writer sleeps here, the reader notifies
+    BasicRingSignal<Signal> data;   // the reader sleeps here, the writer notifies
+    BasicRingSignal<Signal> space;  // the writer sleeps here, the reader notifies
     alignas(64) std::byte bytes[Capacity];
 
     /// Copy `n` bytes from `src` to ring position `pos` (wrapping).

@@ -117,4 +117,21 @@ protected:
     TypedEndpoint& operator=(TypedEndpoint&&) noexcept = default;
 };
 
+/// The channel ProcessExecutor<Channel, Sync> really uses. A channel whose
+/// shared structures crew guards itself (SharedMemory's rings) offers
+/// `with_sync<Sync>`, its form for that policy; channels the kernel or Boost
+/// synchronises (Pipe, Socket, MessageQueue), and policies with no process-
+/// shared form, use the channel as it is.
+template <class Channel, class Sync>
+struct with_sync {
+    using type = Channel;
+};
+template <class Channel, class Sync>
+    requires requires { typename Sync::shared_signal; typename Channel::template with_sync<Sync>; }
+struct with_sync<Channel, Sync> {
+    using type = typename Channel::template with_sync<Sync>;
+};
+template <class Channel, class Sync>
+using with_sync_t = typename with_sync<Channel, Sync>::type;
+
 }  // namespace crew::ipc

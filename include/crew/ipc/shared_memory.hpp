@@ -63,6 +63,7 @@
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
 #include <crew/options.hpp>
+#include <crew/sync/lock_free.hpp>
 
 namespace crew::detail {
 
@@ -78,33 +79,56 @@ inline constexpr std::size_t shm_ring_bytes = std::size_t{1} << 20;
 /// whole part is in: the two copies overlap.
 inline constexpr std::size_t shm_publish_step = std::size_t{64} << 10;
 
-/// The whole mapping. ring[s] is written by side s and read by side 1 - s.
-struct ShmBlock {
-    static constexpr std::uint64_t magic_value = 0x6372'6577'7368'6d31;  // "crewshm1"
+/// The whole mapping. ring[s] is written by side s and read by side 1 - s;
+/// `Signal` is how a side sleeps (crew/detail/shm_signal.hpp).
+template <class Signal>
+struct BasicShmBlock {
+    // "crewshm1" for the futex signal, "crewshm2"/"crewshm3" for the others:
+    // an end of one kind cannot be imported as another.
+    static constexpr std::uint64_t magic_value = 0x6372'6577'7368'6d30 + Signal::tag;
 
     std::uint64_t magic = 0;  // set by pair() before any other process maps the block
     std::uint64_t ring_bytes = shm_ring_bytes;
     PeerSide side[2];
-    ByteRing<shm_ring_bytes> ring[2];
+    ByteRing<shm_ring_bytes, Signal> ring[2];
 };
 
+/// The block of the default (sync::LockFree) channel.
+using ShmBlock = BasicShmBlock<FutexSignal>;
+
 /// The mapping's size: the block rounded up to whole pages.
-inline constexpr std::size_t shm_block_bytes = (sizeof(ShmBlock) + 4095) / 4096 * 4096;
+template <class Signal>
+inline constexpr std::size_t shm_block_bytes_for = (sizeof(BasicShmBlock<Signal>) + 4095) / 4096 * 4096;
+inline constexpr std::size_t shm_block_bytes = shm_block_bytes_for<FutexSignal>;
 
 static_assert(alignof(ShmBlock) == 64 && sizeof(PeerSide) == 64 && sizeof(RingIndex) == 64,
               "each index and side must sit on its own cache line");
 static_assert(sizeof(ByteRing<shm_ring_bytes>) == 4 * 64 + shm_ring_bytes,
-              "a ring is four cache lines of control, then its bytes");
+              "a lock-free ring is four cache lines of control, then its bytes");
 
 }  // namespace crew::detail
 
 namespace crew::ipc {
 
 /// A channel of two single-producer/single-consumer byte rings in anonymous
-/// shared memory (memfd). Models crew::ipc::channel.
-class SharedMemory {
+/// shared memory (memfd), where a blocked side sleeps the way `Sync` says:
+/// sync::LockFree (crew::ipc::SharedMemory, the default) on a futex,
+/// sync::Mutex on a robust process-shared mutex + condition variable,
+/// sync::Semaphore on a process-shared counting semaphore. ProcessExecutor<
+/// SharedMemory, Sync> uses BasicSharedMemory<Sync>. Models crew::ipc::channel.
+template <class Sync>
+class BasicSharedMemory {
+    using Signal = typename Sync::shared_signal;
+    using Block = detail::BasicShmBlock<Signal>;
+    static constexpr std::size_t block_bytes = detail::shm_block_bytes_for<Signal>;
+
 public:
-    static constexpr std::string_view name = "shm";
+    /// "shm" (sync::LockFree), "shm-mutex" or "shm-semaphore".
+    static constexpr std::string_view name = Signal::channel_name;
+
+    /// The same channel with another policy's way of waiting.
+    template <class OtherSync>
+    using with_sync = BasicSharedMemory<OtherSync>;
 
     /// Bytes in each direction's ring; larger messages are streamed through
     /// it in parts.
@@ -185,11 +209,11 @@ public:
                                                     std::size_t max_message = Options{}.max_message_size);
 
     private:
-        friend class SharedMemory;
+        friend class BasicSharedMemory;
         using Clock = std::chrono::steady_clock;
         static constexpr std::size_t header_size = 8;
 
-        Endpoint(int fd, detail::ShmBlock* block, int side, std::size_t max_message) noexcept
+        Endpoint(int fd, Block* block, int side, std::size_t max_message) noexcept
             : fd_(fd), block_(block), side_(side), max_message_(max_message) {}
 
         // State of the message being received; survives a timed-out receive.
@@ -230,8 +254,8 @@ public:
             if (owner_.needs_claim()) claim();
         }
 
-        detail::ByteRing<detail::shm_ring_bytes>& out_ring() const noexcept { return block_->ring[side_]; }
-        detail::ByteRing<detail::shm_ring_bytes>& in_ring() const noexcept { return block_->ring[1 - side_]; }
+        detail::ByteRing<detail::shm_ring_bytes, Signal>& out_ring() const noexcept { return block_->ring[side_]; }
+        detail::ByteRing<detail::shm_ring_bytes, Signal>& in_ring() const noexcept { return block_->ring[1 - side_]; }
         const detail::PeerSide& peer() const noexcept { return block_->side[1 - side_]; }
 
         bool receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline);
@@ -251,7 +275,7 @@ public:
         [[noreturn]] void peer_ended_while_receiving(detail::PeerWait why, std::size_t got);
 
         int fd_ = -1;
-        detail::ShmBlock* block_ = nullptr;
+        Block* block_ = nullptr;
         int side_ = 0;
         std::size_t max_message_ = 0;
         detail::SideOwner owner_;
@@ -274,14 +298,19 @@ private:
     }
 };
 
+/// The default channel of crew::ProcessExecutor: waits lock-free (futex).
+using SharedMemory = BasicSharedMemory<sync::LockFree>;
+
 static_assert(channel<SharedMemory>);
 
 // ---------------------------------------------------------------------------
 // Implementation
 // ---------------------------------------------------------------------------
 
-inline std::pair<SharedMemory::Endpoint, SharedMemory::Endpoint> SharedMemory::pair(std::size_t max_message) {
-    using detail::shm_block_bytes;
+template <class Sync>
+std::pair<typename BasicSharedMemory<Sync>::Endpoint, typename BasicSharedMemory<Sync>::Endpoint>
+BasicSharedMemory<Sync>::pair(std::size_t max_message) {
+    constexpr std::size_t shm_block_bytes = block_bytes;
     // Sealed against resizing, so neither side can make the other's accesses
     // fault with SIGBUS, and import_handle() can tell our memfd from others.
     const int fd = ::memfd_create("crew-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -308,21 +337,28 @@ inline std::pair<SharedMemory::Endpoint, SharedMemory::Endpoint> SharedMemory::p
 
     // Default-initialised: the rings' bytes are not touched (memfd pages are
     // zero and allocated on first write).
-    auto* block = ::new (first_map) detail::ShmBlock;
+    Block* block = nullptr;
+    try {
+        block = ::new (first_map) Block;
+    } catch (const std::exception& e) {  // a robust mutex the system would not initialise
+        errno = ENOMEM;
+        fail(e.what());
+    }
     const auto me = static_cast<std::int32_t>(::getpid());
     block->side[0].pid.store(me, std::memory_order_relaxed);
     block->side[1].pid.store(me, std::memory_order_relaxed);
-    block->magic = detail::ShmBlock::magic_value;
+    block->magic = Block::magic_value;
 
     std::pair<Endpoint, Endpoint> ends{
         Endpoint(fd, block, 0, max_message),
-        Endpoint(second_fd, std::launder(static_cast<detail::ShmBlock*>(second_map)), 1, max_message)};
+        Endpoint(second_fd, std::launder(static_cast<Block*>(second_map)), 1, max_message)};
     ends.first.owner_.created();
     ends.second.owner_.created();
     return ends;
 }
 
-inline void SharedMemory::Endpoint::close() noexcept {
+template <class Sync>
+void BasicSharedMemory<Sync>::Endpoint::close() noexcept {
     if (block_ == nullptr) return;
     if (owner_.speaks_for_side()) {
         block_->side[side_].closed.store(1, std::memory_order_seq_cst);
@@ -330,7 +366,7 @@ inline void SharedMemory::Endpoint::close() noexcept {
         out_ring().data.ec.notify_all();
         in_ring().space.ec.notify_all();
     }
-    ::munmap(block_, detail::shm_block_bytes);
+    ::munmap(block_, block_bytes);
     // close() is not retried on EINTR: on Linux the fd is gone either way.
     ::close(fd_);
     fd_ = -1;
@@ -344,7 +380,8 @@ inline void SharedMemory::Endpoint::close() noexcept {
     next_send_check_ = {};
 }
 
-inline void SharedMemory::Endpoint::check_indices(std::uint64_t head, std::uint64_t tail, bool sending) {
+template <class Sync>
+void BasicSharedMemory<Sync>::Endpoint::check_indices(std::uint64_t head, std::uint64_t tail, bool sending) {
     if (tail - head <= detail::shm_ring_bytes) return;  // also catches head > tail (unsigned wrap)
     std::string what = "crew: the shm channel's ring is inconsistent (read position " + std::to_string(head) +
                        ", write position " + std::to_string(tail) +
@@ -354,7 +391,8 @@ inline void SharedMemory::Endpoint::check_indices(std::uint64_t head, std::uint6
     fail_receive(std::move(what));
 }
 
-inline void SharedMemory::Endpoint::send_bytes(std::span<const std::byte> payload) {
+template <class Sync>
+void BasicSharedMemory<Sync>::Endpoint::send_bytes(std::span<const std::byte> payload) {
     require_open("send");
     if (!send_error_.empty()) throw ChannelError(send_error_);
     if (payload.size() > max_message_)
@@ -430,7 +468,8 @@ inline void SharedMemory::Endpoint::send_bytes(std::span<const std::byte> payloa
     publish();
 }
 
-inline void SharedMemory::Endpoint::peer_ended_while_receiving(detail::PeerWait why, std::size_t got) {
+template <class Sync>
+void BasicSharedMemory<Sync>::Endpoint::peer_ended_while_receiving(detail::PeerWait why, std::size_t got) {
     const bool closed = why == detail::PeerWait::peer_closed;
     if (!in_.in_body && in_.header_got == 0)
         fail_receive(closed ? std::string("crew: the peer closed the shm channel (the other process closed its end); "
@@ -445,7 +484,8 @@ inline void SharedMemory::Endpoint::peer_ended_while_receiving(detail::PeerWait 
 
 // Bytes waiting in the incoming ring, after waiting for some; 0 when the
 // deadline passed first.
-inline std::uint64_t SharedMemory::Endpoint::wait_readable(const Clock::time_point* deadline, std::size_t got) {
+template <class Sync>
+std::uint64_t BasicSharedMemory<Sync>::Endpoint::wait_readable(const Clock::time_point* deadline, std::size_t got) {
     auto& ring = in_ring();
     const std::uint64_t head = ring.head.value.load(std::memory_order_relaxed);  // ours alone
     std::uint64_t tail = ring.tail.value.load(std::memory_order_acquire);
@@ -464,13 +504,15 @@ inline std::uint64_t SharedMemory::Endpoint::wait_readable(const Clock::time_poi
 }
 
 // Free `n` bytes the reader has copied out, and wake a writer waiting for them.
-inline void SharedMemory::Endpoint::consume(std::uint64_t n) noexcept {
+template <class Sync>
+void BasicSharedMemory<Sync>::Endpoint::consume(std::uint64_t n) noexcept {
     auto& ring = in_ring();
     ring.head.value.store(ring.head.value.load(std::memory_order_relaxed) + n, std::memory_order_release);
     ring.space.ec.notify_one();
 }
 
-inline bool SharedMemory::Endpoint::receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline) {
+template <class Sync>
+bool BasicSharedMemory<Sync>::Endpoint::receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline) {
     require_open("receive");
     if (!receive_error_.empty()) throw ChannelError(receive_error_);
     claim_if_needed();
@@ -535,24 +577,27 @@ inline bool SharedMemory::Endpoint::receive_impl(std::vector<std::byte>& out, co
     return true;
 }
 
-inline std::string SharedMemory::Endpoint::export_handle() {
+template <class Sync>
+std::string BasicSharedMemory<Sync>::Endpoint::export_handle() {
     require_open("export");
     int flags = ::fcntl(fd_, F_GETFD);
     if (flags == -1 || ::fcntl(fd_, F_SETFD, flags & ~FD_CLOEXEC) == -1)
-        SharedMemory::fail_errno("cannot clear FD_CLOEXEC on a shm channel's memfd", errno);
+        BasicSharedMemory::fail_errno("cannot clear FD_CLOEXEC on a shm channel's memfd", errno);
     owner_.exported();
     return std::string(name) + ":" + std::to_string(fd_) + ":" + std::to_string(side_);
 }
 
-inline SharedMemory::Endpoint SharedMemory::Endpoint::import_handle(std::string_view text, std::size_t max_message) {
-    using detail::shm_block_bytes;
-    auto refuse = [&](const char* why) {
-        return ChannelError("crew: \"" + std::string(text) + "\" is not a shm handle (" + why +
+template <class Sync>
+typename BasicSharedMemory<Sync>::Endpoint BasicSharedMemory<Sync>::Endpoint::import_handle(std::string_view text,
+                                                                                         std::size_t max_message) {
+    constexpr std::size_t shm_block_bytes = block_bytes;
+    auto refuse = [&](const std::string& why) {
+        return ChannelError("crew: \"" + std::string(text) + "\" is not a " + std::string(name) + " handle (" + why +
                             "); pass import_handle() exactly the text export_handle() returned");
     };
     std::string_view rest = text;
     if (rest.size() <= name.size() || rest.substr(0, name.size()) != name || rest[name.size()] != ':')
-        throw refuse("it must start with \"shm:\"");
+        throw refuse("it must start with \"" + std::string(name) + ":\"");
     rest.remove_prefix(name.size() + 1);
     int fd = -1;
     if (rest.empty() || rest.front() < '0' || rest.front() > '9') throw refuse("expected a decimal fd number");
@@ -572,16 +617,17 @@ inline SharedMemory::Endpoint SharedMemory::Endpoint::import_handle(std::string_
     if (seals == -1 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
         throw refuse("its fd is not a crew shared-memory channel (not a sealed memfd)");
     void* p = ::mmap(nullptr, shm_block_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) SharedMemory::fail_errno("cannot map a shm channel (mmap)", errno);
-    auto* block = std::launder(static_cast<detail::ShmBlock*>(p));
-    if (block->magic != detail::ShmBlock::magic_value || block->ring_bytes != detail::shm_ring_bytes) {
+    if (p == MAP_FAILED) BasicSharedMemory::fail_errno("cannot map a shm channel (mmap)", errno);
+    auto* block = std::launder(static_cast<Block*>(p));
+    if (block->magic != Block::magic_value || block->ring_bytes != detail::shm_ring_bytes) {
         ::munmap(p, shm_block_bytes);
-        throw refuse("its memory is not a crew shared-memory channel of this crew version");
+        throw refuse("its memory is not a crew " + std::string(name) +
+                     " channel of this crew version (another crew version, or another Sync policy's channel)");
     }
     if (::fcntl(fd, F_SETFD, fd_flags | FD_CLOEXEC) == -1) {
         const int err = errno;
         ::munmap(p, shm_block_bytes);
-        SharedMemory::fail_errno("cannot set FD_CLOEXEC on a shm channel's memfd", err);
+        BasicSharedMemory::fail_errno("cannot set FD_CLOEXEC on a shm channel's memfd", err);
     }
     Endpoint e(fd, block, side, max_message);
     e.claim();

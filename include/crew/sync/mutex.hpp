@@ -1,5 +1,7 @@
 // crew/sync/mutex.hpp — crew::sync::Mutex: a task queue guarded by one mutex,
-// idle workers asleep on condition variables.
+// idle workers asleep on condition variables. Between processes (Process-
+// Executor<SharedMemory, Mutex>) the process-shared form: a robust
+// crew::ipc::Mutex and crew::ipc::ConditionVariable in the shared memory.
 //
 // When: the simplest policy to reason about; fine when tasks are long
 // (milliseconds) and contention is low.
@@ -14,12 +16,19 @@
 #include <utility>
 
 #include <crew/detail/ring.hpp>
+#include <crew/detail/shm_signal.hpp>
 
 namespace crew::sync {
 
 /// Sync policy: std::mutex + std::condition_variable around a bounded ring.
 struct Mutex {
     static constexpr std::string_view name = "mutex";
+
+    /// Across processes (crew::ipc::SharedMemory's rings): a blocked side
+    /// sleeps on a robust process-shared mutex + condition variable
+    /// (crew::ipc::Mutex, crew::ipc::ConditionVariable); every wake-up takes
+    /// the mutex.
+    using shared_signal = detail::MonitorSignal;
 
     template <class T>
     class queue {

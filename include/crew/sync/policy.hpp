@@ -6,7 +6,10 @@
 //   try_push(T&&) -> bool, try_pop(T&) -> bool    never block
 //   push(T) -> bool, pop(T&) -> bool               block; false once closed
 //   close()                                        wakes every blocked caller
-// and a `name` for reports.
+// a `name` for reports. crew's policies also name `shared_signal`, their
+// process-shared form: how a process sleeps until another changed memory they
+// share (crew::ipc::SharedMemory's rings; crew/detail/shm_signal.hpp). A
+// policy without one gets the lock-free form there.
 #pragma once
 
 #include <concepts>

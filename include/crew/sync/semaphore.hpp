@@ -6,6 +6,8 @@
 // woken only when someone sleeps (and works between processes too). Not
 // std::counting_semaphore: GCC 12's can sleep forever after a release
 // (libstdc++ PR 104928), which hung this policy under ThreadSanitizer.
+// Between processes (ProcessExecutor<SharedMemory, Semaphore>) a blocked
+// side of a shared ring sleeps on a process-shared ipc::Semaphore.
 // When: to see the textbook solution at work, or when producers must be
 // throttled by capacity with no busy waiting at all.
 // Cost: three semaphore operations per push and per pop.
@@ -18,6 +20,7 @@
 #include <utility>
 
 #include <crew/detail/ring.hpp>
+#include <crew/detail/shm_signal.hpp>
 #include <crew/ipc/semaphore.hpp>
 
 namespace crew::sync {
@@ -25,6 +28,10 @@ namespace crew::sync {
 /// Sync policy: counting semaphores for free/used slots + a binary semaphore.
 struct Semaphore {
     static constexpr std::string_view name = "semaphore";
+
+    /// Across processes (crew::ipc::SharedMemory's rings): a blocked side
+    /// sleeps on a process-shared crew::ipc::Semaphore that its peer posts.
+    using shared_signal = detail::SemaphoreSignal;
 
     template <class T>
     class queue {

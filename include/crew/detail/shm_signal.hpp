@@ -1,0 +1,191 @@
+// crew/detail/shm_signal.hpp — how a process sleeps until its peer changed
+// something in memory they share: the process-shared form of each Sync policy.
+//
+// crew::ipc::SharedMemory's rings are guarded by one of these (chosen by the
+// Sync policy of the ProcessExecutor, or by BasicSharedMemory<Sync> when the
+// channel is used on its own):
+//
+//   policy           signal            a waiter sleeps on          a notify costs (nobody asleep)
+//   sync::LockFree   FutexSignal       a futex (event count)       a fence and a load
+//   sync::Mutex      MonitorSignal     robust ipc::Mutex +         a lock and an unlock
+//                                      ipc::ConditionVariable
+//   sync::Semaphore  SemaphoreSignal   an ipc::Semaphore the       a fence and a load
+//                                      notifier posts
+//
+// Every signal has the event-count interface wait_for_peer() uses:
+//   key = prepare_wait()   announce a waiter; re-check the condition after it
+//   cancel_wait()          the condition held after all
+//   wait(key, deadline)    sleep unless notified since prepare_wait(); false on timeout
+//   notify_one/all()       after changing the condition
+// and the same guarantee: a notify that follows a change cannot be missed by
+// a waiter whose re-check (after prepare_wait) did not see the change.
+//
+// All three live inside shared memory, hold no pointers, and survive the
+// death of a peer at any point: the futex and the semaphore keep no per-
+// waiter state a dead process could leave behind (a dead waiter's announce
+// only costs later notifies a syscall), and the monitor's mutex is robust (a
+// peer that dies holding it hands it over with owner_died; the state it
+// guards is two counters that are consistent after every store).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string_view>
+#include <thread>
+
+#include <crew/detail/event_count.hpp>
+#include <crew/ipc/mutex.hpp>
+#include <crew/ipc/semaphore.hpp>
+
+namespace crew::detail {
+
+/// sync::LockFree's form: a futex event count (no lock anywhere).
+struct FutexSignal : EventCount {
+    static constexpr std::string_view channel_name = "shm";
+    static constexpr std::uint64_t tag = 1;
+    FutexSignal() noexcept : EventCount(/*process_shared=*/true) {}
+};
+
+/// sync::Mutex's form: the classic monitor. A waiter sleeps on a process-
+/// shared condition variable under a robust process-shared mutex; a notifier
+/// takes the mutex to bump the epoch. The mutex orders the notifier's change
+/// against the waiter's announce, so no fence is needed.
+class MonitorSignal {
+public:
+    static constexpr std::string_view channel_name = "shm-mutex";
+    static constexpr std::uint64_t tag = 2;
+
+    std::uint32_t prepare_wait() noexcept {
+        Lock lock(*this);
+        ++waiters_;
+        return epoch_;
+    }
+    void cancel_wait() noexcept {
+        Lock lock(*this);
+        --waiters_;
+    }
+    bool wait(std::uint32_t key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
+        Lock lock(*this);
+        bool woke = true;
+        try {
+            while (epoch_ == key) {
+                if (deadline == nullptr) {
+                    condition_.wait(lock.held);
+                } else if (condition_.wait_until(lock.held, *deadline) == std::cv_status::timeout) {
+                    woke = epoch_ != key;
+                    break;
+                }
+                lock.heal();
+            }
+        } catch (...) {
+            // Only an unrecoverable mutex throws, which this class never makes
+            // (it marks an abandoned mutex consistent at once): wake, and let
+            // the caller re-check its condition.
+            if (!lock.held.owns_lock()) return true;
+        }
+        --waiters_;
+        return woke;
+    }
+    void notify_one() noexcept { notify(); }
+    void notify_all() noexcept { notify(); }  // one waiter per signal: the same
+
+private:
+    void notify() noexcept {
+        Lock lock(*this);
+        if (waiters_ == 0) return;
+        ++epoch_;
+        condition_.notify_all();
+    }
+
+    // Holds the mutex; an owner that died holding it left the two counters
+    // consistent (each changes by one store), so repair is just saying so.
+    struct Lock {
+        explicit Lock(MonitorSignal& s) noexcept : held(s.mutex_, std::defer_lock) {
+            try {
+                held.lock();
+            } catch (...) {  // see wait(): cannot happen; spin rather than crash
+                while (!held.owns_lock()) {
+                    std::this_thread::yield();
+                    try {
+                        held.lock();
+                    } catch (...) {
+                    }
+                }
+            }
+            heal();
+        }
+        void heal() noexcept {
+            try {
+                if (held.mutex()->previous_owner_died()) held.mutex()->mark_consistent();
+            } catch (...) {
+            }
+        }
+        std::unique_lock<ipc::Mutex> held;
+    };
+
+    ipc::Mutex mutex_;
+    ipc::ConditionVariable condition_;
+    std::uint32_t epoch_ = 0;    // guarded by mutex_
+    std::uint32_t waiters_ = 0;  // guarded by mutex_
+};
+
+/// sync::Semaphore's form: a waiter sleeps on a process-shared counting
+/// semaphore, which the notifier posts when it sees a waiter announced
+/// (Dekker-style, as in EventCount). A post the waiter no longer needs (it
+/// found its condition true, or timed out) is drained, so the count stays 0
+/// or 1 and a later wait is at most woken once for nothing.
+class SemaphoreSignal {
+public:
+    static constexpr std::string_view channel_name = "shm-semaphore";
+    static constexpr std::uint64_t tag = 3;
+
+    std::uint32_t prepare_wait() noexcept {
+        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        return 0;
+    }
+    void cancel_wait() noexcept {
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        drain();
+    }
+    bool wait(std::uint32_t, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
+        bool woke = true;
+        if (deadline == nullptr) {
+            wake_.acquire();
+        } else {
+            woke = wake_.try_acquire_until(*deadline);
+        }
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        drain();
+        return woke;
+    }
+    void notify_one() noexcept { notify(); }
+    void notify_all() noexcept { notify(); }  // one waiter per signal: the same
+
+private:
+    void notify() noexcept {
+        if (announced_waiters() == 0) return;  // the common, free case
+        if (wake_.value() == 0) wake_.release(1);  // one pending post is enough
+    }
+    void drain() noexcept {
+        while (wake_.try_acquire()) {
+        }
+    }
+    // As EventCount: the notifier's change must be visible before it reads
+    // the waiter count (StoreLoad); TSan does not model the fence.
+    std::uint32_t announced_waiters() noexcept {
+#if defined(CREW_DETAIL_TSAN)
+        return waiters_.fetch_add(0, std::memory_order_seq_cst);
+#else
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        return waiters_.load(std::memory_order_relaxed);
+#endif
+    }
+
+    ipc::Semaphore wake_{0};
+    std::atomic<std::uint32_t> waiters_{0};
+};
+
+}  // namespace crew::detail
