@@ -99,11 +99,13 @@ private:
     typename Channel::Endpoint end_;
 };
 
-template <class Channel>
+template <class Channel, class Sync = crew::sync::LockFree>
 std::vector<bench::Case> round_trip(std::size_t n) {
     std::vector<bench::Case> cases;
-    auto ex = std::make_shared<crew::ProcessExecutor<Channel>>(1);
-    cases.push_back({"crew ProcessExecutor<" + std::string(Channel::name) + "> submit + get", true, [ex, n] {
+    auto ex = std::make_shared<crew::ProcessExecutor<Channel, Sync>>(1);
+    cases.push_back({"crew ProcessExecutor<" + std::string(Channel::name) + ", " + std::string(Sync::name) +
+                         "> submit + get",
+                     true, [ex, n] {
                          int sum = 0;
                          const double s = bench::seconds([&] {
                              for (std::size_t i = 0; i < n; ++i) sum += ex->submit(nothing).get();
@@ -111,8 +113,9 @@ std::vector<bench::Case> round_trip(std::size_t n) {
                          bench::check(sum == 0, "every task ran");
                          return s / static_cast<double>(n) * 1e6;
                      }});
-    auto echo = std::make_shared<Echo<Channel>>([](const std::vector<std::byte>& in) { return in; });
-    cases.push_back({"raw " + std::string(Channel::name) + " ping-pong", false, [echo, n] {
+    using Raw = crew::ipc::with_sync_t<Channel, Sync>;
+    auto echo = std::make_shared<Echo<Raw>>([](const std::vector<std::byte>& in) { return in; });
+    cases.push_back({"raw " + std::string(Raw::name) + " ping-pong", false, [echo, n] {
                          std::vector<std::byte> out(8), in;
                          const double s = bench::seconds([&] {
                              for (std::size_t i = 0; i < n; ++i) {
@@ -126,10 +129,11 @@ std::vector<bench::Case> round_trip(std::size_t n) {
     return cases;
 }
 
-template <class Channel>
+template <class Channel, class Sync = crew::sync::LockFree>
 bench::Case pipelined(std::size_t n) {
-    auto ex = std::make_shared<crew::ProcessExecutor<Channel>>(2);
-    return {"crew ProcessExecutor<" + std::string(Channel::name) + ">, 2 workers", true, [ex, n] {
+    auto ex = std::make_shared<crew::ProcessExecutor<Channel, Sync>>(2);
+    return {"crew ProcessExecutor<" + std::string(Channel::name) + ", " + std::string(Sync::name) + ">, 2 workers",
+            true, [ex, n] {
                 std::vector<crew::Future<int>> fs;
                 fs.reserve(n);
                 int sum = 0;
@@ -294,6 +298,28 @@ int main(int argc, char** argv) {
         cases.push_back(python_pool(python, opt.n(20'000)));
         run_table(opt, "Pipelined empty tasks, 2 workers", "us per task", std::move(cases),
                   bench::Target{0.01, "Python ProcessPoolExecutor(2)"});
+    }
+
+    // The Sync policy's process-shared form on the rings shared with each
+    // worker: futex, robust mutex + condition variable, semaphore.
+    auto each_policy = [](auto&& f) {
+        f(static_cast<crew::sync::LockFree*>(nullptr));
+        f(static_cast<crew::sync::Mutex*>(nullptr));
+        f(static_cast<crew::sync::Semaphore*>(nullptr));
+    };
+    if (opt.wants("Sync policies, round trip")) {
+        std::vector<bench::Case> cases;
+        each_policy([&]<class S>(S*) {
+            for (auto& c : round_trip<SharedMemory, S>(opt.n(20'000))) cases.push_back(std::move(c));
+        });
+        run_table(opt, "Sync policies, round trip over shm", "us per round trip", std::move(cases),
+                  bench::Target{1.5, "raw shm ping-pong"});
+    }
+    if (opt.wants("Sync policies, pipelined")) {
+        std::vector<bench::Case> cases;
+        each_policy([&]<class S>(S*) { cases.push_back(pipelined<SharedMemory, S>(opt.n(200'000))); });
+        run_table(opt, "Sync policies, pipelined over shm, 2 workers", "us per task", std::move(cases),
+                  bench::Target{1.0, "crew ProcessExecutor<shm, lock-free>, 2 workers"});
     }
 
     if (opt.wants("CPU-bound"))
