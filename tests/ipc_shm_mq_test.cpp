@@ -91,9 +91,9 @@ constexpr std::size_t capacity_bytes() {
 }
 
 /// This process's MessageQueue names in /dev/shm.
-std::vector<std::string> my_mq_names() {
+std::vector<std::string> my_mq_names(pid_t creator = ::getpid()) {
     std::vector<std::string> names;
-    const std::string prefix = "crew-mq-" + std::to_string(::getpid()) + "-";
+    const std::string prefix = "crew-mq-" + std::to_string(creator) + "-";
     for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
         const std::string name = entry.path().filename().string();
         if (name.rfind(prefix, 0) == 0) names.push_back(entry.path().string());
@@ -726,6 +726,36 @@ TEST_CASE("MessageQueue's names are private and gone once both sides have the qu
         SECTION("removed when an unused pair is destroyed") {
             { auto ends = MessageQueue::pair(); }
             CHECK(my_mq_names().empty());
+        }
+        SECTION("left by a creator killed before its child came: removed by a later pair(), not before") {
+            // A creator that stays alive keeps its names, however old.
+            Latch made, done;
+            Child alive([&] {
+                auto ends = MessageQueue::pair();
+                made.open();
+                done.wait();
+                return 0;
+            });
+            made.wait();
+            const pid_t alive_pid = alive.pid();
+            // Another creator is SIGKILLed between pair() and any use.
+            Child killed([] {
+                auto ends = MessageQueue::pair();
+                ::raise(SIGKILL);
+                return 0;
+            });
+            const pid_t killed_pid = killed.pid();
+            CHECK(killed.wait() == 128 + SIGKILL);
+            CHECK(my_mq_names(killed_pid).size() == 3);
+            { auto young = MessageQueue::pair(); }  // within the grace: left alone
+            CHECK(my_mq_names(killed_pid).size() == 3);
+            std::this_thread::sleep_for(crew::detail::mq_orphan_grace + 100ms);
+            { auto later = MessageQueue::pair(); }
+            CHECK(my_mq_names(killed_pid).empty());
+            CHECK(my_mq_names(alive_pid).size() == 3);
+            done.open();
+            CHECK(alive.wait() == 0);
+            CHECK(my_mq_names(alive_pid).empty());
         }
     }
     CHECK_NOTHING_LEFT(before);

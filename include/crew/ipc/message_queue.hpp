@@ -31,8 +31,11 @@
 //   * when the first endpoint of pair() (the parent's end) is closed or
 //     destroyed in the process that called pair().
 // A crash of the parent between pair() and the child's first use leaves the
-// three names behind (remove "/dev/shm/crew-mq-<dead pid>-*"); every other
-// crash leaves nothing.
+// three names behind until the next pair() of any crew program run by the
+// same user: it removes every crew-mq name whose creator process no longer
+// exists and that is older than a second (mq_orphan_grace: a creator in
+// another pid namespace sharing /dev/shm would look dead, and its handshake
+// takes milliseconds). Every other crash leaves nothing.
 //
 // Peers that end: message queues have no EOF. Each side records its process
 // id in the control block; close() sets a flag there that wakes the peer, and
@@ -70,7 +73,9 @@
 #include <utility>
 #include <vector>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -324,6 +329,55 @@ private:
 
 static_assert(channel<MessageQueue>);
 
+}  // namespace crew::ipc
+
+namespace crew::detail {
+
+/// Names younger than this are never taken for orphans (see the header).
+inline constexpr std::chrono::seconds mq_orphan_grace{1};
+
+/// Removes /dev/shm/crew-mq-<pid>-<32 hex>-{0,1,c} left by creators that died
+/// between pair() and their peer's first use: only this user's, only when
+/// process <pid> is gone, only when older than mq_orphan_grace. Costs one
+/// directory scan; errors are ignored (the names are then left, as before).
+inline void remove_orphaned_mq_names() noexcept {
+    DIR* dir = ::opendir("/dev/shm");
+    if (dir == nullptr) return;
+    const uid_t me = ::geteuid();
+    const pid_t self = ::getpid();
+    const auto now = std::chrono::system_clock::now();
+    constexpr std::string_view prefix = "crew-mq-";
+    while (const dirent* entry = ::readdir(dir)) {
+        const std::string_view name = entry->d_name;
+        if (name.substr(0, prefix.size()) != prefix) continue;
+        // <pid>-<32 hex>-<0|1|c>
+        std::string_view rest = name.substr(prefix.size());
+        int pid = 0;
+        const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
+        if (ec != std::errc{} || pid <= 0 || pid == self) continue;
+        rest.remove_prefix(static_cast<std::size_t>(end - rest.data()));
+        if (rest.size() != 1 + 32 + 2 || rest[0] != '-' || rest[33] != '-') continue;
+        if (!std::all_of(rest.begin() + 1, rest.begin() + 33,
+                         [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }))
+            continue;
+        if (rest[34] != '0' && rest[34] != '1' && rest[34] != 'c') continue;
+        struct stat st {};
+        if (::fstatat(::dirfd(dir), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (!S_ISREG(st.st_mode) || st.st_uid != me) continue;
+        const auto modified = std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+        if (now - modified < mq_orphan_grace) continue;
+        if (::kill(pid, 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to ask): keep
+        ::unlinkat(::dirfd(dir), entry->d_name, 0);
+    }
+    ::closedir(dir);
+}
+
+}  // namespace crew::detail
+
+namespace crew::ipc {
+
 // ---------------------------------------------------------------------------
 // Implementation
 // ---------------------------------------------------------------------------
@@ -350,6 +404,7 @@ inline std::string MessageQueue::unique_base_name() {
 
 inline std::pair<MessageQueue::Endpoint, MessageQueue::Endpoint> MessageQueue::pair(std::size_t max_message) {
     namespace bip = boost::interprocess;
+    detail::remove_orphaned_mq_names();
     const std::string base = unique_base_name();
     const std::string control = control_name(base);
 
