@@ -138,12 +138,17 @@ public:
     /// Takes an item, sleeping while the queue is empty. Returns false when
     /// the queue is closed and empty.
     bool pop(T& out) {
-        return block_until(not_empty_, [&] { return try_pop(out); });
+        // block_until gives up when it sees closed() after a failed attempt;
+        // an item pushed between that attempt and that look (before close())
+        // is still queued, and the last consumer must not leave it there.
+        return block_until(not_empty_, [&] { return try_pop(out); }) || try_pop(out);
     }
 
     /// Wakes every blocked push and pop; afterwards push fails, pop drains
     /// what is left, then fails. try_push still works (the executor that
-    /// owns the queue decides who may still add).
+    /// owns the queue decides who may still add). A push racing close() may
+    /// still succeed, after the consumers are gone: to have every item popped,
+    /// let producers return before close() (as the executors do).
     void close() noexcept {
         closed_.store(1, std::memory_order_seq_cst);
         not_empty_.notify_all();
