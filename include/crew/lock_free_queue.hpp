@@ -40,6 +40,16 @@
 #include <crew/detail/spin.hpp>
 #include <crew/errors.hpp>
 
+// Test hook: a statement run between the queue's atomic steps (and between a
+// blocking call's attempt, its look at closed() and its sleep), so a test can
+// force other interleavings, e.g. by yielding there
+// (tests/lock_free_queue_interleave_test.cpp). Empty, and free, unless defined
+// before this header is included; a program must define it the same way in
+// every translation unit that includes this header (one definition rule).
+#ifndef CREW_DETAIL_LFQ_YIELD
+#define CREW_DETAIL_LFQ_YIELD() ((void)0)
+#endif
+
 namespace crew {
 
 namespace detail {
@@ -93,12 +103,16 @@ public:
         std::size_t ticket = tail_.load(std::memory_order_relaxed);
         for (;;) {
             Slot& slot = slots()[ticket & mask_];
+            CREW_DETAIL_LFQ_YIELD();
             std::size_t seq = slot.seq.load(std::memory_order_acquire);
             auto lag = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(ticket);
             if (lag == 0) {
+                CREW_DETAIL_LFQ_YIELD();
                 if (tail_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_relaxed)) {
+                    CREW_DETAIL_LFQ_YIELD();
                     ::new (static_cast<void*>(&slot.storage)) T(std::forward<Args>(args)...);
                     slot.seq.store(ticket + 1, std::memory_order_release);
+                    CREW_DETAIL_LFQ_YIELD();
                     not_empty_.notify_one();
                     return true;
                 }
@@ -127,10 +141,12 @@ public:
     /// is still the caller's).
     bool push(const T& item) {
         if (closed()) return false;
+        CREW_DETAIL_LFQ_YIELD();
         return block_until(not_full_, [&] { return try_push(item); });
     }
     bool push(T&& item) {
         if (closed()) return false;
+        CREW_DETAIL_LFQ_YIELD();
         // try_push moves only when it succeeds.
         return block_until(not_full_, [&] { return try_emplace(std::move(item)); });
     }
@@ -151,6 +167,7 @@ public:
     /// let producers return before close() (as the executors do).
     void close() noexcept {
         closed_.store(1, std::memory_order_seq_cst);
+        CREW_DETAIL_LFQ_YIELD();
         not_empty_.notify_all();
         not_full_.notify_all();
     }
@@ -178,14 +195,18 @@ private:
         std::size_t ticket = head_.load(std::memory_order_relaxed);
         for (;;) {
             Slot& slot = slots()[ticket & mask_];
+            CREW_DETAIL_LFQ_YIELD();
             std::size_t seq = slot.seq.load(std::memory_order_acquire);
             auto lag = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(ticket + 1);
             if (lag == 0) {
+                CREW_DETAIL_LFQ_YIELD();
                 if (head_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_relaxed)) {
+                    CREW_DETAIL_LFQ_YIELD();
                     T* item = item_in(slot);
                     sink(std::move(*item));
                     item->~T();
                     slot.seq.store(ticket + capacity_, std::memory_order_release);
+                    CREW_DETAIL_LFQ_YIELD();
                     not_full_.notify_one();
                     return true;
                 }
@@ -238,16 +259,20 @@ private:
         if (done) return true;
         for (;;) {
             if (attempt()) return true;
+            CREW_DETAIL_LFQ_YIELD();
             if (closed()) return false;
             std::uint32_t key = event.prepare_wait();
+            CREW_DETAIL_LFQ_YIELD();
             if (attempt()) {
                 event.cancel_wait();
                 return true;
             }
+            CREW_DETAIL_LFQ_YIELD();
             if (closed()) {
                 event.cancel_wait();
                 return false;
             }
+            CREW_DETAIL_LFQ_YIELD();
             event.wait(key);
         }
     }
