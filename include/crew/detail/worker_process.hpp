@@ -165,16 +165,26 @@ pid_t spawn_self(MakeSpec&& make_spec, AfterFork&& after_fork, bool die_with_thr
     env.push_back(nullptr);
     char arg0[] = "crew-worker";
     char* argv[] = {arg0, nullptr};
+    // The program is exec'd through an fd this process opened on
+    // /proc/self/exe rather than by that name: the kernel gives the same file,
+    // but under valgrind (or another tool that runs the program in a virtual
+    // machine, such as qemu-user) /proc/self/exe names the tool, while
+    // opening it gives the program. O_CLOEXEC: the path still resolves at
+    // exec, and the fd does not outlive it.
+    const int exe = ::open("/proc/self/exe", O_PATH | O_CLOEXEC);
+    char exe_path[32] = "/proc/self/exe";
+    if (exe >= 0) std::snprintf(exe_path, sizeof exe_path, "/proc/self/fd/%d", exe);
     std::fflush(nullptr);  // else the child could flush our buffered output again
     const pid_t pid = ::fork();
     if (pid == 0) {
         // The check closes the race with a parent that died before prctl.
         if (die_with_thread) ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != parent) ::_exit(0);
-        ::execve("/proc/self/exe", argv, env.data());
+        ::execve(exe_path, argv, env.data());
         ::_exit(127);
     }
     const int err = errno;
+    if (exe >= 0) ::close(exe);
     after_fork();
     if (pid < 0) throw Error(std::string("crew: fork() failed: ") + std::strerror(err));
     return pid;
