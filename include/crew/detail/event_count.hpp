@@ -28,6 +28,20 @@
 
 namespace crew::detail {
 
+/// The notifier's half of a Dekker-style handshake: called after it changed
+/// the condition, reads how many waiters announced themselves. Its change
+/// must be visible before this read (StoreLoad). ThreadSanitizer does not
+/// model fences, so there the read becomes an RMW, which orders the same way
+/// through the waiter's RMW on the same counter (release sequence).
+inline std::uint32_t waiters_after_change(std::atomic<std::uint32_t>& waiters) noexcept {
+#if defined(CREW_DETAIL_TSAN)
+    return waiters.fetch_add(0, std::memory_order_seq_cst);
+#else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return waiters.load(std::memory_order_relaxed);
+#endif
+}
+
 class EventCount {
 public:
     explicit EventCount(bool process_shared = false) noexcept : shared_(process_shared) {}
@@ -58,22 +72,9 @@ public:
 
 private:
     void notify(int count) noexcept {
-        if (announced_waiters() == 0) return;  // the common, free case
+        if (waiters_after_change(waiters_) == 0) return;  // the common, free case
         epoch_.fetch_add(1, std::memory_order_seq_cst);
         futex_wake(epoch_, count, shared_);
-    }
-
-    // The notifier's StoreLoad barrier: its change to the condition must be
-    // visible before it reads the waiter count. ThreadSanitizer does not model
-    // fences, so there the read becomes an RMW, which orders the same way
-    // through the waiter's RMW on the same counter (release sequence).
-    std::uint32_t announced_waiters() noexcept {
-#if defined(CREW_DETAIL_TSAN)
-        return waiters_.fetch_add(0, std::memory_order_seq_cst);
-#else
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        return waiters_.load(std::memory_order_relaxed);
-#endif
     }
 
     std::atomic<std::uint32_t> epoch_{0};

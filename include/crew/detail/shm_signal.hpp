@@ -166,22 +166,12 @@ public:
 
 private:
     void notify() noexcept {
-        if (announced_waiters() == 0) return;  // the common, free case
+        if (waiters_after_change(waiters_) == 0) return;  // the common, free case
         if (wake_.value() == 0) wake_.release(1);  // one pending post is enough
     }
     void drain() noexcept {
         while (wake_.try_acquire()) {
         }
-    }
-    // As EventCount: the notifier's change must be visible before it reads
-    // the waiter count (StoreLoad); TSan does not model the fence.
-    std::uint32_t announced_waiters() noexcept {
-#if defined(CREW_DETAIL_TSAN)
-        return waiters_.fetch_add(0, std::memory_order_seq_cst);
-#else
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        return waiters_.load(std::memory_order_relaxed);
-#endif
     }
 
     ipc::Semaphore wake_{0};
