@@ -17,6 +17,10 @@ namespace crew {
 enum class Shutdown {
     drain,           ///< run everything already submitted, then stop
     cancel_pending,  ///< cancel what has not started (get() throws Cancelled)
+    /// cancel what has not started and stop what runs: worker processes
+    /// running a task are killed and those tasks fail with crew::Cancelled
+    /// (threads cannot be killed: their running tasks finish)
+    kill,
 };
 
 /// How a ProcessExecutor starts its worker processes (Python's
@@ -59,9 +63,33 @@ struct Options {
     /// Processes only: how workers are started; unset means the safe default
     /// (see crew::ProcessExecutor).
     std::optional<Start> start = std::nullopt;
-    /// Largest message (task, arguments, result) a channel accepts, in bytes;
-    /// a longer length read from the wire is a crew::ChannelError.
+    /// Largest message (one task's encoded call, or one result) a channel
+    /// accepts, in bytes; never applied to a batch. An argument over it fails
+    /// at submit, a result over it fails that task with crew::ChannelError.
     std::size_t max_message_size = std::size_t{1} << 32;
+    /// Back-pressure: at most this many tasks queued and not yet started
+    /// (0: unbounded, the default). Only a thread outside the executor waits
+    /// for room; a task or continuation of the executor never blocks.
+    std::size_t max_pending = 0;
+};
+
+/// Options of imap(): `crew::MapOptions{.chunk = 8, .in_flight = 4}`.
+struct MapOptions {
+    /// Inputs per task (0: picked from the number of workers).
+    std::size_t chunk = 0;
+    /// Chunks submitted and not yet yielded, at most (0: twice the workers).
+    std::size_t in_flight = 0;
+};
+
+/// A snapshot of an executor's counters (stats()). Tasks and posts both
+/// count; the figures are read one after another, not atomically together.
+struct Stats {
+    std::size_t queued = 0;     ///< submitted, not started
+    std::size_t running = 0;    ///< started, not finished
+    std::size_t completed = 0;  ///< finished with a value
+    std::size_t failed = 0;     ///< finished with an exception (worker deaths, timeouts included)
+    std::size_t cancelled = 0;  ///< cancelled before they started (or stopped by Shutdown::kill)
+    std::size_t workers = 0;    ///< size()
 };
 
 }  // namespace crew
