@@ -7,17 +7,26 @@
 // get() on a ready future is a load; a blocked get() spins ~50 us, then sleeps
 // on a futex.
 //
-// Continuations (`then`) run exactly once: on the thread that completes the
-// future, or inline in then() when it is already complete. Keep them short or
-// submit work from them.
+// Continuations (`then`, `on_done`, and a coroutine suspended in
+// `co_await future`) run exactly once: on the thread that completes the
+// future, or inline (on the caller's thread) when it is already complete.
+// Keep them short or submit work from them.
+//
+// Timed waits saturate: wait_for(hours::max()), wait_for(years(1000)) or
+// wait_until(time_point::max()) wait without limit instead of overflowing
+// into a deadline in the past.
 #pragma once
 
 #include <chrono>
+#include <coroutine>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <type_traits>
 #include <utility>
 
+#include <crew/detail/deadline.hpp>
+#include <crew/detail/demangle.hpp>
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
 
@@ -82,20 +91,28 @@ public:
     /// tasks meanwhile, so waiting on a nested task cannot deadlock the pool.
     void wait() const { checked().wait(); }
 
-    /// Waits at most `d`; true when ready.
+    /// Waits at most `d`; true when ready. Saturates: `hours::max()` or
+    /// `duration::max()` waits without limit instead of overflowing.
     template <class Rep, class Period>
     bool wait_for(const std::chrono::duration<Rep, Period>& d) const {
-        return checked().wait_until(std::chrono::steady_clock::now() +
-                                    std::chrono::ceil<std::chrono::steady_clock::duration>(d));
+        auto& state = checked();
+        return state.wait_until(detail::deadline_after(d));
     }
 
-    /// Waits until `t` at most; true when ready.
+    /// Waits until `t` at most; true when ready. Any clock: the wait runs on
+    /// steady_clock and is re-checked against `Clock` (so a system_clock
+    /// deadline follows clock changes, as std::condition_variable's does).
+    /// Saturates: `time_point::max()` waits without limit.
     template <class Clock, class Duration>
     bool wait_until(const std::chrono::time_point<Clock, Duration>& t) const {
-        if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-            return checked().wait_until(std::chrono::time_point_cast<std::chrono::steady_clock::duration>(t));
-        } else {
-            return wait_for(t - Clock::now());
+        // The distance is taken in long double seconds: t - now() in t's own
+        // type overflows for time_point::max() (or a coarse Duration).
+        using Seconds = std::chrono::duration<long double>;
+        auto& state = checked();
+        for (;;) {
+            const Seconds left = Seconds(t.time_since_epoch()) - Seconds(Clock::now().time_since_epoch());
+            if (left <= left.zero()) return state.is_ready();
+            if (state.wait_until(detail::deadline_after(left))) return true;
         }
     }
 
@@ -119,6 +136,32 @@ public:
     /// when it is already complete.
     template <class F>
     auto then(F&& f) -> Future<typename detail::then_result<std::decay_t<F>, T>::type>;
+
+    /// Calls `f()` (no arguments) once this future is ready, whatever the
+    /// outcome: a value, an exception or a cancellation (Python's
+    /// add_done_callback). Does not consume the future: it stays valid and
+    /// get() still works, in a callback too. Several callbacks may be added;
+    /// they run in the order they were added, on the thread that completes
+    /// the future, or inline here when it is already ready. `f` should not
+    /// throw: an exception escaping it is printed to stderr (it cannot reach
+    /// anyone else) and the other callbacks still run. Thread-safe: may be
+    /// called concurrently with the completion and with other on_done calls
+    /// (not with get(), then() or a move of this future).
+    template <class F>
+    void on_done(F&& f) const;
+
+    /// `co_await future` in a C++20 coroutine: suspends until the future is
+    /// ready (not at all when it already is), then yields the value or
+    /// rethrows the exception (crew::Cancelled when it was cancelled).
+    /// Consumes the future, as get() does. The coroutine is resumed on the
+    /// thread that completes the future (a worker of the executor that ran
+    /// the task, or the thread that called Promise::set_value), or goes on
+    /// inline when the future was already ready; co_await a scheduling
+    /// awaitable of your own afterwards to move elsewhere. Resumption
+    /// happens inside the completing thread's noexcept publication, so the
+    /// coroutine's own promise must not let exceptions escape resume()
+    /// (store them in unhandled_exception, as every task type does).
+    auto operator co_await();
 
 private:
     template <class U>
@@ -198,6 +241,91 @@ auto Future<T>::then(F&& f) -> Future<typename detail::then_result<std::decay_t<
     auto* next = new detail::ThenState<T, U, std::decay_t<F>>(std::move(state_), std::forward<F>(f));
     if (!source->add_continuation(next)) next->invoke();
     return detail::make_future<U>(next);
+}
+
+namespace detail {
+
+/// The awaiter behind `co_await future`: a continuation that resumes the
+/// coroutine. It lives in the coroutine's frame and holds the state, so
+/// neither can go while the coroutine is suspended. run_continuations reads
+/// `next` before invoke(), so resuming (which destroys this awaiter) is safe.
+template <class T>
+class FutureAwaiter final : public Continuation {
+public:
+    explicit FutureAwaiter(StateRef<SharedState<T>> state) noexcept : state_(std::move(state)) {}
+    FutureAwaiter(const FutureAwaiter&) = delete;
+    FutureAwaiter& operator=(const FutureAwaiter&) = delete;
+    FutureAwaiter(FutureAwaiter&&) = delete;
+    FutureAwaiter& operator=(FutureAwaiter&&) = delete;
+    ~FutureAwaiter() = default;
+
+    [[nodiscard]] bool await_ready() const noexcept { return state_->is_ready(); }
+
+    /// False (go on at once) when the future completed meanwhile. Once the
+    /// continuation is pushed another thread may resume the coroutine at any
+    /// moment: nothing here touches `this` after add_continuation.
+    bool await_suspend(std::coroutine_handle<> coroutine) noexcept {
+        coroutine_ = coroutine;
+        return state_->add_continuation(this);
+    }
+
+    T await_resume() {
+        StateRef<SharedState<T>> state = std::move(state_);
+        if (state->status() != Status::value) std::rethrow_exception(state->take_error());
+        if constexpr (!std::is_void_v<T>) return std::move(state->value());
+    }
+
+    void invoke() noexcept override { coroutine_.resume(); }
+
+private:
+    StateRef<SharedState<T>> state_;
+    std::coroutine_handle<> coroutine_;
+};
+
+/// One on_done() callback; frees itself after running.
+template <class F>
+class DoneCallback final : public Continuation {
+public:
+    explicit DoneCallback(F f) : f_(std::move(f)) {}
+
+    void invoke() noexcept override {
+        if (auto error = capture_exception([&] { std::invoke(f_); })) report(error);
+        delete this;
+    }
+
+private:
+    static void report(const std::exception_ptr& error) noexcept {
+        try {
+            const auto info = describe(error);
+            std::fprintf(stderr,
+                         "crew: an on_done() callback threw %s: %s\n"
+                         "crew: (catch exceptions inside the callback; nobody else can receive them)\n",
+                         info.type_name.c_str(), info.what.c_str());
+        } catch (...) {
+            std::fputs("crew: an on_done() callback threw (and describing it failed too)\n", stderr);
+        }
+    }
+
+    F f_;
+};
+
+}  // namespace detail
+
+template <class T>
+template <class F>
+void Future<T>::on_done(F&& f) const {
+    static_assert(std::is_invocable_v<std::decay_t<F>&>,
+                  "crew::Future::on_done: the callback is called with no arguments, f(); "
+                  "capture what it needs (call get() on the future after it ran, or use then() for the value)");
+    auto& state = checked();
+    auto* callback = new detail::DoneCallback<std::decay_t<F>>(std::forward<F>(f));
+    if (!state.add_continuation(callback)) callback->invoke();
+}
+
+template <class T>
+auto Future<T>::operator co_await() {
+    if (!state_) detail::throw_no_state();
+    return detail::FutureAwaiter<T>(std::move(state_));
 }
 
 namespace detail {

@@ -24,6 +24,7 @@
 #include <variant>
 #include <vector>
 
+#include <crew/detail/deadline.hpp>
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
 
@@ -208,8 +209,8 @@ public:
 
 private:
     struct Note final : Continuation {
-        Note(std::shared_ptr<CompletionLog> log, std::size_t index, const StateBase* state)
-            : log(std::move(log)), index(index), state(state) {}
+        Note(std::shared_ptr<CompletionLog> owner, std::size_t position, const StateBase* watched)
+            : log(std::move(owner)), index(position), state(watched) {}
         // Runs while `state` is being published (or inline when it already
         // was), so the state is alive here and never touched afterwards.
         void invoke() noexcept override {
@@ -294,13 +295,12 @@ detail::CompletionRange<T> as_completed(std::vector<Future<T>>&& futures) {
     return detail::CompletionRange<T>(std::move(futures));
 }
 
-/// Waits as Python's concurrent.futures.wait does and reports which futures
-/// are done. `timeout` of std::nullopt (the default) waits without limit.
+namespace detail {
+
+/// crew::wait() with an absolute deadline (std::nullopt: none).
 template <class T>
-WaitResult wait(const std::vector<Future<T>>& futures, Return how = Return::all_completed,
-                std::optional<std::chrono::steady_clock::duration> timeout = std::nullopt) {
-    std::optional<std::chrono::steady_clock::time_point> deadline;
-    if (timeout) deadline = std::chrono::steady_clock::now() + *timeout;
+WaitResult wait_futures_until(const std::vector<Future<T>>& futures, Return how,
+                              const std::optional<std::chrono::steady_clock::time_point>& deadline) {
     const std::size_t n = futures.size();
     if (n > 0) {
         auto log = detail::CompletionLog::watch(futures);
@@ -320,12 +320,24 @@ WaitResult wait(const std::vector<Future<T>>& futures, Return how = Return::all_
     return result;
 }
 
-/// The same with a timeout of any duration type.
+}  // namespace detail
+
+/// Waits as Python's concurrent.futures.wait does and reports which futures
+/// are done. `timeout` of std::nullopt (the default) waits without limit, and
+/// so does one over ~95 years (`duration::max()` saturates, never overflows).
+template <class T>
+WaitResult wait(const std::vector<Future<T>>& futures, Return how = Return::all_completed,
+                std::optional<std::chrono::steady_clock::duration> timeout = std::nullopt) {
+    return detail::wait_futures_until(futures, how,
+                                      timeout ? detail::deadline_after(*timeout)
+                                              : std::optional<std::chrono::steady_clock::time_point>());
+}
+
+/// The same with a timeout of any duration type (`hours::max()` waits
+/// without limit).
 template <class T, class Rep, class Period>
 WaitResult wait(const std::vector<Future<T>>& futures, Return how, std::chrono::duration<Rep, Period> timeout) {
-    return wait(futures, how,
-                std::optional<std::chrono::steady_clock::duration>(
-                    std::chrono::ceil<std::chrono::steady_clock::duration>(timeout)));
+    return detail::wait_futures_until(futures, how, detail::deadline_after(timeout));
 }
 
 namespace detail {
