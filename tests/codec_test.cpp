@@ -75,7 +75,75 @@ struct Bomb {
 // Has a Codec specialisation, but a wrong one.
 struct Broken {};
 
+// Aggregates with no Codec: encoded member by member.
+struct Inner {
+    int id = 0;
+    std::string label;
+    bool operator==(const Inner&) const = default;
+};
+struct Outer {
+    Inner first;
+    std::vector<Inner> many;
+    std::optional<Inner> maybe;
+    std::map<std::string, std::vector<double>> table;
+    std::variant<int, std::string, Inner> either;
+    Pod pod;  // trivially copyable: its raw bytes, inside the member-wise encoding
+    bool flag = false;
+    bool operator==(const Outer&) const = default;
+};
+struct WithConst {
+    const std::string name;
+    const int n;
+    bool operator==(const WithConst&) const = default;
+};
+struct NoMembers {
+    ~NoMembers() {}  // an aggregate, but not trivially copyable
+    bool operator==(const NoMembers&) const = default;
+};
+// An aggregate with its own Codec: the specialisation wins (1 byte, not 8 + n).
+struct Tagged {
+    std::string text;
+    bool operator==(const Tagged&) const = default;
+};
+struct HoldsText {
+    std::string s;
+    const char* p;
+};
+struct HoldsRef {
+    const int& r;
+    std::string s;
+};
+struct SelfNode {  // holds itself, no Codec
+    int v;
+    std::vector<SelfNode> kids;
+};
+struct Deep {
+    std::vector<std::vector<HoldsUnique>> inner;
+};
+
+// A zero-size type whose decodes are counted: a hostile message must not
+// make the decoder run many of them.
+inline std::size_t counted_decodes = 0;
+struct Counted {
+    bool operator==(const Counted&) const = default;
+};
+
 }  // namespace
+
+template <>
+struct crew::Codec<Tagged> {
+    static void encode(crew::Writer& w, const Tagged& t) { w.write_value(static_cast<std::uint8_t>(t.text.size())); }
+    static Tagged decode(crew::Reader& r) { return Tagged{std::string(r.read_value<std::uint8_t>(), 'x')}; }
+};
+
+template <>
+struct crew::Codec<Counted> {
+    static void encode(crew::Writer&, const Counted&) {}
+    static Counted decode(crew::Reader&) {
+        ++counted_decodes;
+        return Counted{};
+    }
+};
 
 template <>
 struct crew::Codec<Point> {
@@ -332,6 +400,110 @@ TEST_CASE("hostile lengths throw CodecError before allocating", "[codec]") {
     CHECK_THROWS_AS(crew::decode<std::vector<bool>>(cat(u64(17), Bytes(2))), crew::CodecError);
 }
 
+TEST_CASE("aggregates encode member by member with no user code", "[codec][aggregate]") {
+    round_trip(Inner{7, "seven"});
+    round_trip(Inner{});
+    CHECK(crew::encode(Inner{7, "ab"}).size() == 4 + 8 + 2);
+    CHECK(crew::Codec<Inner>::min_encoded_size == 4 + 8);
+
+    Outer o{Inner{1, "one"},
+            {Inner{2, "two"}, Inner{3, ""}},
+            Inner{4, "four"},
+            {{"t", {1.5, 2.5}}, {"", {}}},
+            Inner{5, "five"},
+            Pod{-1, 0.25, 'p'},
+            true};
+    round_trip(o);
+    o.maybe.reset();
+    o.either = std::string("s");
+    round_trip(o);
+    round_trip(Outer{});
+
+    // Inside containers, and containers of them.
+    round_trip(std::vector<Outer>{o, Outer{}});
+    round_trip(std::map<std::string, Inner>{{"k", Inner{9, "v"}}});
+    round_trip(std::optional<Inner>{Inner{1, "x"}});
+    round_trip(std::pair<Inner, std::vector<Inner>>{Inner{1, "a"}, {Inner{2, "b"}}});
+
+    // const members, and an aggregate with none.
+    round_trip(WithConst{"c", 3});
+    round_trip(NoMembers{});
+    CHECK(crew::encode(NoMembers{}).empty());
+}
+
+TEST_CASE("trivially copyable aggregates keep their bytes; a user Codec wins", "[codec][aggregate]") {
+    // The wire format of trivially copyable types is unchanged: raw bytes.
+    const Pod p{1, 2.0, 'c'};
+    const Bytes raw = crew::encode(p);
+    REQUIRE(raw.size() == sizeof(Pod));
+    CHECK(std::memcmp(raw.data(), &p, sizeof(Pod)) == 0);
+    CHECK(crew::encode(std::vector<Pod>(3)).size() == 8 + 3 * sizeof(Pod));
+
+    // An explicit specialisation beats the member-wise codec.
+    CHECK(crew::encode(Tagged{"abc"}).size() == 1);
+    CHECK(crew::decode<Tagged>(crew::encode(Tagged{"abc"})) == Tagged{"xxx"});
+    CHECK(crew::encode(std::vector<Tagged>(2)).size() == 8 + 2);
+    round_trip(Point{"p", {1.0}});  // Point's own Codec
+}
+
+TEST_CASE("aggregates refuse malformed bytes", "[codec][aggregate]") {
+    // round_trip() checked every prefix; a member's own checks still apply.
+    Bytes b = crew::encode(Outer{});
+    b.back() = std::byte{2};  // flag: a bool must be 0 or 1
+    CHECK_THROWS_AS(crew::decode<Outer>(b), crew::CodecError);
+    CHECK_THROWS_AS(crew::decode<Inner>(cat(Bytes(4), u64(std::uint64_t{1} << 40))), crew::CodecError);
+}
+
+TEST_CASE("nested containers of empty elements are bounded by the message size", "[codec]") {
+    // Issue 11 item 10: 72 bytes declaring 8 inner vectors of 2^28 empty
+    // elements each (2^31 in all, seconds and 1 GiB before the budget).
+    Bytes hostile = u64(8);
+    for (int i = 0; i < 8; ++i) hostile = cat(hostile, u64(std::uint64_t{1} << 28));
+    REQUIRE(hostile.size() == 72);
+    try {
+        (void)crew::decode<std::vector<std::vector<std::monostate>>>(hostile);
+        FAIL("a hostile nested length decoded");
+    } catch (const crew::CodecError& e) {
+        CHECK(std::string(e.what()).find("malformed") != std::string::npos);
+    }
+    CHECK_THROWS_AS(crew::decode<std::vector<std::vector<std::tuple<>>>>(hostile), crew::CodecError);
+    CHECK_THROWS_AS(crew::decode<std::vector<std::vector<Empty>>>(hostile), crew::CodecError);
+
+    // Rejected before the work: the decoder ran at most the budget's decodes
+    // of a zero-size element, for any split of the counts over the levels.
+    const std::uint64_t budget = crew::Reader::element_budget_base + crew::Reader::element_budget_per_byte * 72;
+    for (std::uint64_t inner : {std::uint64_t{1} << 28, budget / 8, budget / 8 + 1, budget}) {
+        Bytes b = u64(8);
+        for (int i = 0; i < 8; ++i) b = cat(b, u64(inner));
+        counted_decodes = 0;
+        CHECK_THROWS_AS(crew::decode<std::vector<std::vector<Counted>>>(b), crew::CodecError);
+        CHECK(counted_decodes <= budget);
+    }
+    // Three levels: 1 x 1 x 2^40 and 2^20 x ... all refused.
+    CHECK_THROWS_AS(crew::decode<std::vector<std::vector<std::vector<std::monostate>>>>(
+                        cat(cat(u64(1), u64(1)), u64(std::uint64_t{1} << 40))),
+                    crew::CodecError);
+
+    // Real data stays well inside the budget.
+    round_trip(std::vector<std::vector<std::monostate>>(100, std::vector<std::monostate>(500)));
+    round_trip(std::vector<std::monostate>(60000));
+    round_trip(std::vector<std::vector<int>>(100000));
+    round_trip(std::vector<std::string>(100000, "s"));
+    round_trip(std::vector<std::optional<char>>(100000, 'c'));
+    round_trip(std::vector<bool>(100000, true));
+}
+
+TEST_CASE("Reader::charge_elements enforces the element budget", "[codec]") {
+    const Bytes b(10);
+    crew::Reader r(b);
+    const std::uint64_t budget = crew::Reader::element_budget_base + crew::Reader::element_budget_per_byte * 10;
+    r.charge_elements(budget - 1);
+    r.charge_elements(1);
+    CHECK_THROWS_AS(r.charge_elements(1), crew::CodecError);
+    crew::Reader fresh(b);
+    CHECK_THROWS_AS(fresh.charge_elements(~std::uint64_t{0}), crew::CodecError);
+}
+
 TEST_CASE("trailing bytes and garbage throw CodecError", "[codec]") {
     CHECK_THROWS_AS(crew::decode<int>(Bytes(6)), crew::CodecError);
     CHECK_THROWS_AS(crew::decode<std::monostate>(Bytes(1)), crew::CodecError);
@@ -433,6 +605,18 @@ static_assert(!crew::encodable<std::tuple<int&>>);
 static_assert(!crew::encodable<std::variant<int, HoldsUnique>>);
 static_assert(!crew::encodable<std::map<std::string, std::unique_ptr<int>>>);
 static_assert(!crew::encodable<std::vector<std::vector<std::string_view>>>);
+
+// Aggregates: encodable exactly when every member is.
+static_assert(crew::encodable<Inner>);
+static_assert(crew::encodable<Outer>);
+static_assert(crew::encodable<WithConst>);
+static_assert(crew::encodable<NoMembers>);
+static_assert(crew::encodable<std::vector<Outer>>);
+static_assert(!crew::encodable<HoldsText>);  // a const char* member
+static_assert(!crew::encodable<HoldsRef>);   // a reference member
+static_assert(!crew::encodable<SelfNode>);   // holds itself: needs a Codec (as Tree has)
+static_assert(!crew::encodable<Deep>);
+static_assert(!crew::encodable<std::vector<HoldsText>>);
 
 TEST_CASE("encodable is usable in requires-expressions", "[codec]") {
     STATIC_REQUIRE(crew::encodable<std::deque<std::set<int>>>);

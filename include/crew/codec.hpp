@@ -68,6 +68,7 @@
 #include <variant>
 #include <vector>
 
+#include "crew/detail/aggregate_fields.hpp"
 #include "crew/errors.hpp"
 
 namespace crew {
@@ -109,9 +110,25 @@ private:
 
 /// A bounds-checked cursor over bytes it does not own. It never reads past the
 /// end: asking for more than remains throws crew::CodecError.
+///
+/// It also holds an element budget, so that the work and memory of decoding
+/// stay proportional to the size of the message whatever its nesting: every
+/// container charges its element count before decoding them (zero-size
+/// elements too: 72 bytes could otherwise declare a
+/// std::vector<std::vector<std::monostate>> of 2^31 elements). The budget is
+/// element_budget_base + element_budget_per_byte * bytes.size(); no real
+/// encoding comes near it (an element that takes input bytes counts once per
+/// byte at most, per level of nesting).
 class Reader {
 public:
-    explicit Reader(std::span<const std::byte> bytes) noexcept : bytes_(bytes) {}
+    /// Elements any message may decode, however small (std::vector<std::monostate>(1000) is 8 bytes).
+    static constexpr std::uint64_t element_budget_base = std::uint64_t{1} << 16;
+    /// Elements each byte of the message adds to the budget.
+    static constexpr std::uint64_t element_budget_per_byte = 16;
+
+    explicit Reader(std::span<const std::byte> bytes) noexcept
+        : bytes_(bytes),
+          element_budget_(element_budget_base + element_budget_per_byte * static_cast<std::uint64_t>(bytes.size())) {}
 
     /// Copy the next n bytes to out.
     void read(void* out, std::size_t n) {
@@ -130,6 +147,18 @@ public:
     template <class T> [[nodiscard]] T read_value() { return crew::decode_from<T>(*this); }
 
     [[nodiscard]] std::size_t remaining() const noexcept { return bytes_.size() - pos_; }
+
+    /// Charge n container elements about to be decoded to the element budget
+    /// (see the class comment); throws crew::CodecError when it would run
+    /// out. A user Codec that decodes a count of elements calls it first.
+    void charge_elements(std::uint64_t n) {
+        if (n > element_budget_)
+            throw CodecError("crew::Codec: the message is malformed: its " + std::to_string(bytes_.size()) +
+                             " bytes declare more container elements than a message of that size can hold "
+                             "(a hostile or corrupt length at offset " + std::to_string(pos_) +
+                             "); the input is corrupt or encodes another type");
+        element_budget_ -= n;
+    }
 
     /// Throws crew::CodecError unless every byte has been read.
     void expect_end() const {
@@ -151,12 +180,13 @@ private:
 
     std::span<const std::byte> bytes_;
     std::size_t pos_ = 0;
+    std::uint64_t element_budget_;
 };
 
 template <class T, class Enable = void> struct Codec;
 
 namespace detail {
-template <class T> void reject();
+template <class T> constexpr void reject();
 // Types that get the primary template. Tested before naming Codec<T> so that
 // arrays, void and functions never instantiate it.
 template <class T>
@@ -297,11 +327,6 @@ struct raw_codec {
 template <class T>
 inline constexpr bool bulk = std::is_base_of_v<raw_codec<T>, Codec<T>> && !std::is_empty_v<T>;
 
-/// A count of elements whose encoding may take no bytes is capped here: large
-/// enough for any real message, small enough that a hostile count cannot
-/// make the decoder loop or allocate for long.
-inline constexpr std::uint64_t max_count_without_bytes = std::uint64_t{1} << 28;
-
 // Counts go through write()/read() directly: these helpers are not templates,
 // so naming Codec<std::uint64_t> here would instantiate it before its
 // specialisation below is declared.
@@ -311,14 +336,16 @@ inline void write_count(Writer& w, std::size_t n) {
 }
 
 /// Read an element count and prove, before anything is allocated, that the
-/// bytes left can hold that many elements of at least `elem_min` bytes each.
+/// bytes left can hold that many elements of at least `elem_min` bytes each,
+/// and that the reader's element budget covers them (elements of no bytes).
 inline std::size_t read_count(Reader& r, std::size_t elem_min) {
     std::uint64_t n = 0;
     r.read(&n, sizeof n);
-    if (elem_min != 0 ? n > r.remaining() / elem_min : n > max_count_without_bytes)
+    if (elem_min != 0 && n > r.remaining() / elem_min)
         throw CodecError("crew::Codec: a length of " + std::to_string(n) +
                          " elements does not fit in the " + std::to_string(r.remaining()) +
                          " bytes left; the input is corrupt or encodes another type");
+    r.charge_elements(n);
     return static_cast<std::size_t>(n);
 }
 
@@ -400,7 +427,6 @@ inline void check_flag(std::uint8_t b, const char* what) {
 
 /// The types inside a standard template crew knows, so that reject() can point
 /// at the element that is the real problem (int* inside std::vector<int*>).
-template <class... Ts> struct types {};
 template <class T> struct parts { using type = types<>; };
 template <template <class...> class Tmpl, class... Ts>
     requires is_structured<Tmpl<Ts...>>::value
@@ -424,36 +450,129 @@ struct first_bad<T, Rest...>
     : std::conditional_t<element<T>, first_bad<Rest...>, std::type_identity<T>> {};
 template <class... Ts> std::type_identity<typename first_bad<Ts...>::type> first_bad_of(types<Ts...>);
 
+/// Character types: a pointer to one is text, which goes as std::string.
+template <class T>
+concept character = std::is_same_v<T, char> || std::is_same_v<T, signed char> ||
+                    std::is_same_v<T, unsigned char> || std::is_same_v<T, wchar_t> ||
+                    std::is_same_v<T, char8_t> || std::is_same_v<T, char16_t> || std::is_same_v<T, char32_t>;
+
+/// A class aggregate that crew::Codec encodes member by member: one whose
+/// members crew can list, and which is not encoded as raw bytes already
+/// (trivially copyable aggregates keep their byte encoding) nor a standard
+/// template crew handles itself (std::array).
+template <class T>
+concept reflected = listable_aggregate<T> && !bytewise<T> && !is_structured<T>::value;
+
+template <class... Ms> constexpr bool all_elements(types<Ms...>) { return (element<Ms> && ...); }
+template <class... Ms> constexpr std::size_t min_size_sum(types<Ms...>) {
+    return (std::size_t{0} + ... + min_size<Ms>);
+}
+
+/// Whether M is T, or a standard template crew knows (std::vector, std::map,
+/// std::optional...) with T somewhere inside.
+template <class M, class T> struct mentions;
+template <class T, class... Ms>
+constexpr bool any_mentions(types<Ms...>) { return (mentions<std::remove_cv_t<Ms>, T>::value || ...); }
+template <class M, class T>
+struct mentions : std::bool_constant<std::is_same_v<M, T> || any_mentions<T>(typename parts<M>::type{})> {};
+
+/// An aggregate that holds itself (struct Node { std::vector<Node> kids; }).
+/// Its encodability would depend on itself, which a concept cannot express:
+/// such a type needs a Codec of its own.
+template <class T>
+constexpr bool self_referential(types<>) { return false; }
+template <class T, class... Ms>
+constexpr bool self_referential(types<Ms...>) { return (mentions<std::remove_cvref_t<Ms>, T>::value || ...); }
+
+/// An aggregate whose members are all encodable.
+template <class T>
+concept aggregate_of_elements =
+    reflected<T> && !self_referential<T>(field_types<T>{}) && all_elements(field_types<T>{});
+
+template <class Aggregate, class Member> constexpr void reject_member();
+
 /// Fails compilation with the reason T cannot be encoded. Only instantiated
 /// when T is being encoded or decoded, never by crew::encodable. For a std
-/// container it blames the first element type that is the problem.
+/// container it blames the first element type that is the problem; for an
+/// aggregate, the first member type.
 template <class T>
-void reject() {
+constexpr void reject() {
     using Bad = typename decltype(first_bad_of(typename parts<T>::type{}))::type;
     if constexpr (!unsupported<T>) {
         static_assert(always_false<T>,
                       "crew::Codec<T> is specialised for this type but cannot be used: it needs "
                       "static void encode(crew::Writer&, const T&) and static T decode(crew::Reader&)");
+    } else if constexpr (std::is_pointer_v<T> && character<std::remove_cv_t<std::remove_pointer_t<T>>>) {
+        static_assert(always_false<T>,
+                      "crew::Codec: a pointer (const char*) cannot be sent to another process; for text "
+                      "pass std::string(...) (a string literal is a const char*; a pointer cannot be "
+                      "encoded by crew::Codec)");
     } else if constexpr (std::is_pointer_v<T> || std::is_member_pointer_v<T> || std::is_null_pointer_v<T>) {
         static_assert(always_false<T>,
-                      "a pointer cannot be encoded by crew::Codec: an address means nothing in "
+                      "crew::Codec: a pointer cannot be encoded by crew::Codec: an address means nothing in "
                       "another process; pass the value it points at instead");
     } else if constexpr (is_view<T>::value) {
         static_assert(always_false<T>,
                       "a view (std::string_view, std::span, std::reference_wrapper) cannot be "
                       "encoded by crew::Codec: it does not own what it refers to; pass "
                       "std::string or std::vector instead");
+    } else if constexpr (std::is_array_v<T> && character<std::remove_cv_t<std::remove_all_extents_t<T>>>) {
+        static_assert(always_false<T>,
+                      "crew::Codec: a string literal or char array cannot be sent to another process as it "
+                      "is; for text pass std::string(...) (a C array cannot be encoded by crew::Codec)");
     } else if constexpr (std::is_array_v<T> || !std::is_object_v<T>) {
         static_assert(always_false<T>,
                       "a C array, reference, function or void cannot be encoded by crew::Codec; "
                       "use std::array or pass the value");
     } else if constexpr (!std::is_void_v<Bad>) {
         reject<std::remove_cv_t<Bad>>();  // a std container whose element is the problem
+    } else if constexpr (reflected<T>) {
+        using BadMember = typename decltype(first_bad_of(field_types<T>{}))::type;
+        if constexpr (!self_referential<T>(field_types<T>{}))
+            reject_member<T, BadMember>();
+        else
+            static_assert(always_false<T>,
+                          "this aggregate cannot be encoded by crew::Codec without user code: it holds "
+                          "itself (e.g. struct Node { std::vector<Node> kids; }); specialise crew::Codec<T> "
+                          "for it (see crew/codec.hpp)");
+    } else if constexpr (std::is_class_v<T> && std::is_aggregate_v<T> && !listable_aggregate<T>) {
+        static_assert(always_false<T>,
+                      "this aggregate cannot be encoded by crew::Codec: crew cannot list its members (more "
+                      "than 32, or a member such as std::any that converts from anything); specialise "
+                      "crew::Codec<T> for it (see crew/codec.hpp)");
     } else {
         static_assert(always_false<T>,
                       "this type cannot be encoded by crew::Codec: specialise crew::Codec<T> with "
                       "static void encode(crew::Writer&, const T&) and static T decode(crew::Reader&) "
                       "(see crew/codec.hpp)");
+    }
+}
+
+/// An aggregate with a member that cannot be encoded: names both types in
+/// the instantiation ("with Aggregate = ...; Member = ..."), then says why
+/// the member cannot be.
+template <class Aggregate, class Member>
+constexpr void reject_member() {
+    static_assert(always_false<Aggregate>,
+                  "this aggregate (plain struct) cannot be encoded by crew::Codec because a member is not "
+                  "encodable: Member, named above, cannot be encoded (the reason follows); change that "
+                  "member or specialise crew::Codec<T> for the struct");
+    reject<std::remove_cv_t<Member>>();
+}
+
+/// True when T is encodable; otherwise fails compilation with crew::Codec's
+/// message saying why (a pointer, a string literal, a struct member...).
+/// Call it in a constant expression (`static_assert(assert_encodable<T>())`)
+/// so the message comes out before any other: the instantiation happens there
+/// and then, not at the end of the translation unit.
+template <class T>
+constexpr bool assert_encodable() {
+    using U = std::remove_cvref_t<T>;
+    if constexpr (!encodable<U>) {
+        reject<U>();
+        return false;
+    } else {
+        return true;
     }
 }
 
@@ -551,6 +670,7 @@ struct Codec<std::vector<bool, A>> {
             throw CodecError("crew::Codec: a std::vector<bool> of " + std::to_string(n) +
                              " elements does not fit in the " + std::to_string(r.remaining()) +
                              " bytes left; the input is corrupt or encodes another type");
+        r.charge_elements(n);
         auto bytes = r.take(static_cast<std::size_t>(nbytes));
         V v(static_cast<std::size_t>(n));
         for (std::size_t i = 0; i < v.size(); ++i)
@@ -694,5 +814,26 @@ template <class K, class V, class H, class E, class A>
     requires detail::element<K> && detail::element<V>
 struct Codec<std::unordered_map<K, V, H, E, A>>
     : detail::associative_codec<std::unordered_map<K, V, H, E, A>, K, V> {};
+
+/// Aggregates (plain structs) that are not trivially copyable, whose members
+/// are all encodable: each member in declaration order, with no user code.
+/// (A trivially copyable struct keeps its raw bytes; a Codec specialisation
+/// of your own wins over both.)
+template <class T>
+    requires detail::aggregate_of_elements<T>
+struct Codec<T> {
+    static constexpr std::size_t min_encoded_size = detail::min_size_sum(detail::field_types<T>{});
+
+    static void encode(Writer& w, const T& v) {
+        detail::with_fields<detail::field_count<T>>(v, [&w](auto, const auto&... m) { (w.write_value(m), ...); });
+    }
+    static T decode(Reader& r) { return decode_fields(r, detail::field_types<T>{}); }
+
+private:
+    template <class... Ms>
+    static T decode_fields([[maybe_unused]] Reader& r, detail::types<Ms...>) {
+        return T{r.read_value<Ms>()...};  // braces: the members are read in order
+    }
+};
 
 }  // namespace crew

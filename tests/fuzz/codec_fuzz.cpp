@@ -25,12 +25,30 @@
 
 namespace {
 
+// Aggregates with no Codec of their own: encoded member by member.
+struct Inner {
+    int id;
+    std::string label;
+    bool operator==(const Inner&) const = default;
+};
+struct Record {
+    std::string name;
+    std::vector<Inner> items;
+    std::optional<Inner> best;
+    std::map<int, std::vector<std::monostate>> marks;
+    bool operator==(const Record&) const = default;
+};
+
 // Integers and strings only: a decoded NaN would not compare equal to itself.
+// New types go at the end: a seed's first byte picks its type.
 using Types = std::tuple<int, std::string, std::vector<int>, std::vector<std::string>, std::map<std::string, int>,
                          std::unordered_map<int, std::string>, std::set<long>, std::optional<std::string>,
                          std::variant<int, std::string, std::vector<std::uint8_t>>, std::pair<int, std::string>,
                          std::tuple<int, char, std::string>, std::array<int, 4>, std::deque<std::string>,
-                         std::vector<std::vector<std::optional<int>>>, std::vector<std::byte>>;
+                         std::vector<std::vector<std::optional<int>>>, std::vector<std::byte>,
+                         // Elements of no bytes, nested: only the Reader's element budget bounds them.
+                         std::vector<std::vector<std::monostate>>, Record,
+                         std::vector<std::vector<std::vector<std::tuple<>>>>>;
 
 template <class T>
 void round_trip(std::span<const std::byte> bytes) {
