@@ -167,11 +167,20 @@ public:
         w.pidfd_ = pidfd;
         return w;
     }
+    /// A grandchild whose wait status a reaper child of ours writes to
+    /// `status_fd`; the reaper (`reaper_pidfd`) is killed to kill it, and
+    /// reaped once the status came.
+    static WorkerProcess via_reaper(pid_t pid, int reaper_pidfd, int status_fd) noexcept {
+        WorkerProcess w = remote(pid, reaper_pidfd, status_fd);
+        w.reap_pidfd_ = true;
+        return w;
+    }
     WorkerProcess(WorkerProcess&& o) noexcept
         : pid_(std::exchange(o.pid_, -1)),
           pidfd_(std::exchange(o.pidfd_, -1)),
           status_fd_(std::exchange(o.status_fd_, -1)),
-          status_known_(std::exchange(o.status_known_, true)) {}
+          status_known_(std::exchange(o.status_known_, true)),
+          reap_pidfd_(std::exchange(o.reap_pidfd_, false)) {}
     WorkerProcess& operator=(WorkerProcess&& o) noexcept {
         if (this != &o) {
             close_fds();
@@ -179,6 +188,7 @@ public:
             pidfd_ = std::exchange(o.pidfd_, -1);
             status_fd_ = std::exchange(o.status_fd_, -1);
             status_known_ = std::exchange(o.status_known_, true);
+            reap_pidfd_ = std::exchange(o.reap_pidfd_, false);
         }
         return *this;
     }
@@ -281,14 +291,24 @@ private:
     }
     void close_fds() noexcept {
         if (status_fd_ >= 0) ::close(status_fd_);
+        if (reap_pidfd_ && pidfd_ >= 0) {
+            // The reaper exits once its status pipe closed (just now); it is
+            // our child: reap it (ECHILD when SIG_IGN already did).
+            siginfo_t info{};
+            while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_), &info, WEXITED | __WALL) < 0 &&
+                   errno == EINTR) {
+            }
+        }
         if (pidfd_ >= 0) ::close(pidfd_);
         status_fd_ = pidfd_ = -1;
+        reap_pidfd_ = false;
     }
 
     pid_t pid_ = -1;
     int pidfd_ = -1;
     int status_fd_ = -1;
     bool status_known_ = true;
+    bool reap_pidfd_ = false;  // pidfd_ is a reaper child of ours, to reap after the status
 };
 
 // ---------------------------------------------------------------------------
@@ -528,6 +548,20 @@ WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool di
     open_fds = list_open_fds();
 #endif
     const int child_boot = boot[1];
+    // The exit status: exec gives the new program SIGCHLD as its exit
+    // signal, so where the program ignores SIGCHLD (the kernel discards the
+    // status) or handles it (a handler may waitpid(-1)), a reaper child sits
+    // in between, as in fork_worker().
+    struct sigaction chld {};
+    ::sigaction(SIGCHLD, nullptr, &chld);
+    const bool reaper = chld.sa_handler != SIG_DFL || (chld.sa_flags & SA_NOCLDWAIT) != 0;
+    int status[2] = {-1, -1};
+    if (reaper && (::pipe2(status, O_CLOEXEC) != 0 || !above_stdio(status))) {
+        const int err = errno;
+        if (exe >= 0) ::close(exe);
+        after_fork();
+        fail("pipe", err);
+    }
 
     std::fflush(nullptr);  // else the child could flush our buffered output again
     int pidfd = -1;
@@ -539,6 +573,40 @@ WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool di
         if (die_with_thread) ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         // The check closes the race with a parent that died before prctl.
         if (::syscall(SYS_getppid) != parent) ::syscall(SYS_exit_group, 0);
+        if (reaper) {
+            ::syscall(SYS_close, status[0]);
+            // SIGCHLD to its default here (an all-zero kernel sigaction is
+            // SIG_DFL, no flags, empty mask, on every architecture).
+            unsigned long dfl[4] = {0, 0, 0, 0};
+            ::syscall(SYS_rt_sigaction, SIGCHLD, dfl, nullptr, sizeof(unsigned long));
+            const long self = ::syscall(SYS_getpid);
+            const long worker = ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);  // a plain fork
+            if (worker == 0) {
+                ::syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+                if (::syscall(SYS_getppid) != self) ::syscall(SYS_exit_group, 0);
+                close_all_but(keep, open_fds);
+                ::syscall(SYS_fcntl, child_boot, F_SETFD, 0);
+                ::syscall(SYS_execve, exe_path, argv, env.data());
+                ::syscall(SYS_exit_group, 127);
+            }
+            std::int32_t value = worker > 0 ? static_cast<std::int32_t>(worker) : -errno;
+            while (::syscall(SYS_write, status[1], &value, sizeof value) < 0 && errno == EINTR) {
+            }
+            if (worker > 0) {
+                int st = 0;
+                while (::syscall(SYS_wait4, worker, &st, 0, nullptr) < 0 && errno == EINTR) {
+                }
+                value = st;
+                while (::syscall(SYS_write, status[1], &value, sizeof value) < 0 && errno == EINTR) {
+                }
+                // Stay until the parent closed its end (POLLERR here), so
+                // that our pid, which it signals, is not reused meanwhile.
+                pollfd p{status[1], 0, 0};
+                while (::syscall(SYS_ppoll, &p, 1, nullptr, nullptr, sizeof(unsigned long)) < 0 && errno == EINTR) {
+                }
+            }
+            ::syscall(SYS_exit_group, 0);
+        }
         close_all_but(keep, open_fds);
         ::syscall(SYS_fcntl, child_boot, F_SETFD, 0);  // the one fd this exec adds
         ::syscall(SYS_execve, exe_path, argv, env.data());
@@ -547,9 +615,25 @@ WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool di
     const int err = errno;
     if (exe >= 0) ::close(exe);
     after_fork();
-    if (pid < 0) fail("fork", err);
+    if (pid < 0) {
+        if (reaper) ::close(status[0]), ::close(status[1]);
+        fail("fork", err);
+    }
     if (!cloned) pidfd = open_pidfd(pid);  // safe: our unreaped child
     else pidfd = above_stdio(pidfd);
+    if (reaper) {
+        ::close(status[1]);
+        std::int32_t worker = 0;
+        ssize_t r;
+        while ((r = ::read(status[0], &worker, sizeof worker)) < 0 && errno == EINTR) {
+        }
+        if (r != static_cast<ssize_t>(sizeof worker) || worker <= 0) {
+            WorkerProcess gone = WorkerProcess::via_reaper(pid, pidfd, status[0]);  // reaps the reaper
+            throw Error(std::string("crew: cannot start a worker process (fork in crew's reaper): ") +
+                        (worker < 0 ? std::strerror(-worker) : "the reaper is gone"));
+        }
+        return WorkerProcess::via_reaper(static_cast<pid_t>(worker), pidfd, status[0]);
+    }
     if (pidfd < 0) return WorkerProcess(pid);
     return WorkerProcess::child(pid, pidfd);
 }
@@ -560,6 +644,26 @@ template <class MakeSpec, class AfterFork>
 pid_t spawn_self(MakeSpec&& make_spec, AfterFork&& after_fork, bool die_with_thread = true) {
     return spawn_worker(std::forward<MakeSpec>(make_spec), std::forward<AfterFork>(after_fork), die_with_thread)
         .release();
+}
+
+/// The parent of process `pid` (from /proc/<pid>/stat), or -1.
+inline pid_t parent_of(pid_t pid) noexcept {
+    char path[32];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf - 1)) < 0 && errno == EINTR) {
+    }
+    ::close(fd);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    const char* close = std::strrchr(buf, ')');
+    int ppid = -1;
+    if (close == nullptr || std::sscanf(close + 1, " %*c %d", &ppid) != 1) return -1;
+    return static_cast<pid_t>(ppid);
 }
 
 /// In a process crew::Session runs, before main() goes on: the request this
@@ -611,33 +715,53 @@ inline std::optional<std::string> take_worker_request() {
         ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX ||
         ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &peer_len) != 0 || peer.uid != ::getuid())
         return ignore("its descriptor is not a socket from a process of this user");
-    if (peer.pid != ::getppid()) {
-        // Made by a process that is gone now: our parent died before we
-        // started (we were re-parented). Nothing asked us to run; a crew
-        // worker exits with its parent.
-        if (peer.pid > 0 && ::kill(peer.pid, 0) != 0 && errno == ESRCH) {
-            pollfd p{fd, POLLIN, 0};
-            char magic[sizeof bootstrap_magic];
-            if (::poll(&p, 1, 0) == 1 && ::recv(fd, magic, sizeof magic, MSG_PEEK | MSG_DONTWAIT) ==
-                                             static_cast<ssize_t>(sizeof magic) &&
-                std::memcmp(magic, bootstrap_magic, sizeof magic) == 0)
-                ::_exit(0);
-        }
-        return ignore("its descriptor is not a connection from this process's parent");
+    // The socket's maker: our parent, or (where crew put a reaper in between,
+    // see spawn_worker()) our parent's parent.
+    const pid_t parent = ::getppid();
+    const bool from_parent = peer.pid == parent || (peer.pid > 1 && peer.pid == parent_of(parent));
+    // The header was written before we were started: it is there now, or
+    // (from our parent) soon. Peeked, so a stranger's socket is left as it is.
+    constexpr std::size_t header_bytes = sizeof bootstrap_magic + bootstrap_nonce_bytes + 4;
+    char header[header_bytes];
+    ssize_t peeked = 0;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(bootstrap_deadline_ms);
+    for (;;) {
+        peeked = ::recv(fd, header, sizeof header, MSG_PEEK | MSG_DONTWAIT);
+        if (peeked == static_cast<ssize_t>(sizeof header) || peeked == 0) break;
+        if (peeked < 0 && errno != EINTR && errno != EAGAIN) break;
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (!from_parent || left.count() <= 0) break;
+        (void)poll_one(fd, POLLIN, static_cast<int>(std::min<long long>(left.count(), 50)));
     }
-
-    // Our parent's socket: from here on, anything wrong is an error.
+    const bool ours = peeked == static_cast<ssize_t>(sizeof header) &&
+                      std::memcmp(header, bootstrap_magic, sizeof bootstrap_magic) == 0 &&
+                      to_hex(reinterpret_cast<const unsigned char*>(header) + sizeof bootstrap_magic,
+                             bootstrap_nonce_bytes) == text.substr(colon + 1);
     auto malformed = [&](const std::string& why) {
         std::fprintf(stderr,
                      "crew: this process was started as a crew worker by its parent (pid %d), but its start "
                      "request %s; exiting\n",
-                     static_cast<int>(::getppid()), why.c_str());
+                     static_cast<int>(parent), why.c_str());
         ::_exit(126);
     };
+    if (!ours) {
+        if (!from_parent) return ignore("its descriptor is not a connection from this process's parent");
+        if (peeked < static_cast<ssize_t>(sizeof header))
+            malformed(peeked < 0 ? std::string("could not be read: ") + std::strerror(errno)
+                                 : "did not arrive within " + std::to_string(bootstrap_deadline_ms / 1000) + " s");
+        malformed("does not carry crew's magic and the nonce of CREW_WORKER");
+    }
+    // Ours (the 128-bit nonce matches), but made by a process that is no
+    // longer our parent: it died before we started and we were re-parented.
+    // A crew worker exits with its parent; it never runs main().
+    if (!from_parent) ::_exit(0);
+
+    std::uint32_t length = 0;
+    for (std::size_t i = 0; i < 4; ++i)
+        length |= std::uint32_t{static_cast<unsigned char>(header[header_bytes - 4 + i])} << (8 * i);
+    if (length > bootstrap_max_request) malformed("claims " + std::to_string(length) + " bytes");
+    const std::size_t want = header_bytes + length;
     std::string frame;
-    std::size_t want = sizeof bootstrap_magic + bootstrap_nonce_bytes + 4;
-    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(bootstrap_deadline_ms);
-    bool have_header = false;
     while (frame.size() < want) {
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
         if (left.count() <= 0 || !poll_one(fd, POLLIN, static_cast<int>(left.count())))
@@ -646,23 +770,8 @@ inline std::optional<std::string> take_worker_request() {
         const ssize_t n = ::recv(fd, buf, std::min(sizeof buf, want - frame.size()), MSG_DONTWAIT);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n < 0) malformed(std::string("could not be read: ") + std::strerror(errno));
-        if (n == 0) malformed("is cut short (" + std::to_string(frame.size()) + " bytes)");
+        if (n == 0) malformed("is cut short (" + std::to_string(frame.size()) + " of " + std::to_string(want) + " bytes)");
         frame.append(buf, static_cast<std::size_t>(n));
-        if (!have_header && frame.size() >= want) {
-            have_header = true;
-            if (std::memcmp(frame.data(), bootstrap_magic, sizeof bootstrap_magic) != 0)
-                malformed("does not start with crew's magic");
-            if (to_hex(reinterpret_cast<const unsigned char*>(frame.data()) + sizeof bootstrap_magic,
-                       bootstrap_nonce_bytes) != text.substr(colon + 1))
-                malformed("carries another nonce than CREW_WORKER");
-            std::uint32_t length = 0;
-            for (int i = 0; i < 4; ++i)
-                length |= std::uint32_t{static_cast<unsigned char>(
-                              frame[sizeof bootstrap_magic + bootstrap_nonce_bytes + static_cast<std::size_t>(i)])}
-                          << (8 * i);
-            if (length > bootstrap_max_request) malformed("claims " + std::to_string(length) + " bytes");
-            want += length;
-        }
     }
     ::close(fd);
     return frame.substr(sizeof bootstrap_magic + bootstrap_nonce_bytes + 4);
@@ -763,7 +872,7 @@ WorkerProcess fork_worker(ChildMain&& child_main) {
         throw Error(std::string("crew: fork() failed in crew's reaper process: ") +
                     (worker < 0 ? std::strerror(-worker) : "it is gone"));
     }
-    return WorkerProcess::remote(static_cast<pid_t>(worker), reaper_fd, status[0]);
+    return WorkerProcess::via_reaper(static_cast<pid_t>(worker), reaper_fd, status[0]);
 }
 
 // ---------------------------------------------------------------------------
