@@ -45,6 +45,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <crew/detail/fd_util.hpp>
 #include <crew/errors.hpp>
 
 namespace crew::detail {

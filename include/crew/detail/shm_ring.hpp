@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <crew/detail/event_count.hpp>
+#include <crew/detail/fd_util.hpp>
 #include <crew/detail/shm_signal.hpp>
 #include <crew/detail/spin.hpp>
 
@@ -168,22 +169,34 @@ public:
     /// True when process `pid` has exited. A pid of 0 or of this process (a
     /// side nobody has claimed yet: pair() records its creator on both sides)
     /// tells nothing and counts as alive.
+    ///
+    /// A pidfd that code in this process closed behind our back (a task that
+    /// ran close_range(3, ~0U)) is noticed, not taken for a death: a
+    /// "readable" answer is believed only when /proc/self/fdinfo says the fd
+    /// still is a pidfd of `pid`; else the pidfd is opened again.
     bool gone(pid_t pid) {
         if (pid <= 0 || pid == ::getpid()) return false;
-        if (pid != pid_) {
-            reset();
-            pid_ = pid;
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            if (pid != pid_) {
+                reset();
+                pid_ = pid;
 #if defined(SYS_pidfd_open)
-            pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));  // always close-on-exec
-            if (pidfd_ < 0 && errno == ESRCH) return true;
+                // Always close-on-exec; never on 0-2 (detail/fd_util.hpp).
+                pidfd_ = above_stdio(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+                if (pidfd_ < 0 && errno == ESRCH) return true;
 #endif
-        }
-        if (pidfd_ >= 0) {
+            }
+            if (pidfd_ < 0) break;
             pollfd p{pidfd_, POLLIN, 0};
             int r;
             while ((r = ::poll(&p, 1, 0)) == -1 && errno == EINTR) {
             }
-            return r == 1;
+            if (r != 1) return false;
+            if ((p.revents & POLLNVAL) == 0 && is_pidfd_of(pidfd_, pid)) return true;
+            // Not our pidfd any more: forget the number without closing it
+            // (it may be someone else's fd now) and open a new one.
+            pidfd_ = -1;
+            pid_ = 0;
         }
         if (::kill(pid, 0) == -1 && errno == ESRCH) return true;
         return is_zombie(pid);
@@ -197,6 +210,27 @@ public:
     }
 
 private:
+    // /proc/self/fdinfo/<fd> of a pidfd has "Pid:\t<pid>" (-1 or 0 once the
+    // process was reaped, on newer kernels).
+    static bool is_pidfd_of(int fd, pid_t pid) noexcept {
+        char path[48];
+        std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+        std::FILE* f = std::fopen(path, "re");
+        if (f == nullptr) return true;  // no /proc: believe the poll
+        char line[128];
+        bool found = false, match = false;
+        while (std::fgets(line, sizeof line, f) != nullptr) {
+            long value = 0;
+            if (std::sscanf(line, "Pid: %ld", &value) == 1) {
+                found = true;
+                match = value == pid || value <= 0;
+                break;
+            }
+        }
+        std::fclose(f);
+        return found && match;
+    }
+
     static bool is_zombie(pid_t pid) noexcept {
         char path[32];
         std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));

@@ -60,15 +60,25 @@ public:
 
     std::uint32_t prepare_wait() noexcept {
         Lock lock(*this);
+        if (!lock.ok) return 0;
         ++waiters_;
         return epoch_;
     }
     void cancel_wait() noexcept {
         Lock lock(*this);
-        --waiters_;
+        if (lock.ok) --waiters_;
     }
     bool wait(std::uint32_t key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
         Lock lock(*this);
+        if (!lock.ok) {
+            // The mutex cannot be taken (see Lock): no notify can reach us,
+            // so sleep a bounded while and let the caller re-check its
+            // condition (wait_for_peer() also looks at the peer's process).
+            auto until = std::chrono::steady_clock::now() + unusable_nap;
+            if (deadline != nullptr && *deadline < until) until = *deadline;
+            std::this_thread::sleep_until(until);
+            return true;
+        }
         bool woke = true;
         try {
             while (epoch_ == key) {
@@ -93,30 +103,40 @@ public:
     void notify_all() noexcept { notify(); }  // one waiter per signal: the same
 
 private:
+    // How long wait() sleeps when the mutex is unusable.
+    static constexpr std::chrono::milliseconds unusable_nap{10};
+
     void notify() noexcept {
         Lock lock(*this);
-        if (waiters_ == 0) return;
+        if (!lock.ok || waiters_ == 0) return;
         ++epoch_;
         condition_.notify_all();
     }
 
     // Holds the mutex; an owner that died holding it left the two counters
     // consistent (each changes by one store), so repair is just saying so.
+    // lock() throws only for an unrecoverable mutex, which this class never
+    // makes (it marks an abandoned mutex consistent at once), but a peer
+    // (another crew version, memory scribbled on) might: then `ok` is false
+    // after a few tries a millisecond apart, and the caller does without the
+    // lock (waits sleep a bounded while) instead of spinning for ever.
     struct Lock {
         explicit Lock(MonitorSignal& s) noexcept : held(s.mutex_, std::defer_lock) {
-            try {
-                held.lock();
-            } catch (...) {  // see wait(): cannot happen; spin rather than crash
-                while (!held.owns_lock()) {
-                    std::this_thread::yield();
-                    try {
-                        held.lock();
-                    } catch (...) {
-                    }
+            for (int attempt = 0;; ++attempt) {
+                try {
+                    held.lock();
+                    break;
+                } catch (...) {
                 }
+                if (attempt == 2) {
+                    ok = false;
+                    return;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
             }
             heal();
         }
+        bool ok = true;
         void heal() noexcept {
             try {
                 if (held.mutex()->previous_owner_died()) held.mutex()->mark_consistent();

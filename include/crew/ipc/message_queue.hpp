@@ -80,6 +80,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <boost/interprocess/creation_tags.hpp>
@@ -87,6 +88,7 @@
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <boost/interprocess/permissions.hpp>
 
+#include <crew/detail/fd_util.hpp>
 #include <crew/detail/shm_ring.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
@@ -419,7 +421,20 @@ inline std::pair<MessageQueue::Endpoint, MessageQueue::Endpoint> MessageQueue::p
     const std::string control = control_name(base);
 
     // O_EXCL: never adopt an object someone else made under this name.
-    int fd = ::shm_open(control.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    // tmpfs reserves nothing: a queue whose pages /dev/shm cannot supply
+    // later is a SIGBUS in the sender (and Boost's constructor touches a page
+    // per slot). So: look before creating, and reserve everything after.
+    // (Boost keeps its exact size private: a slot, its header and index entry.)
+    const std::size_t needed = 2 * (slot_count * (slot_bytes + 128) + 8192) + detail::mq_control_bytes;
+    auto no_space = [&] {
+        return ChannelError("crew: not enough free space in /dev/shm for an mq channel (" + std::to_string(needed) +
+                            " bytes for its two queues and control block); free some (df /dev/shm), mount "
+                            "/dev/shm larger, or use a channel with no names (SharedMemory, Pipe, Socket)");
+    };
+    if (struct statvfs vfs {}; ::statvfs("/dev/shm", &vfs) == 0 && vfs.f_blocks != 0 &&
+                               static_cast<unsigned long long>(vfs.f_bavail) * vfs.f_frsize < needed)
+        throw no_space();
+    int fd = detail::above_stdio(::shm_open(control.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (fd < 0) fail_errno("cannot create an mq channel's control block (shm_open \"" + control + "\")", errno);
     detail::MqControl* maps[2] = {nullptr, nullptr};
     std::unique_ptr<Queue> queues[2][2];  // [endpoint][0: sends on, 1: receives from]
@@ -438,6 +453,10 @@ inline std::pair<MessageQueue::Endpoint, MessageQueue::Endpoint> MessageQueue::p
         if (::fchmod(fd, 0600) != 0) fail_errno("cannot set the mode of an mq channel's control block", errno);
         if (::ftruncate(fd, static_cast<off_t>(detail::mq_control_bytes)) != 0)
             fail_errno("cannot size an mq channel's control block (ftruncate)", errno);
+        if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(detail::mq_control_bytes)); rc != 0) {
+            if (rc == ENOSPC) throw no_space();
+            fail_errno("cannot reserve an mq channel's control block (posix_fallocate)", rc);
+        }
         maps[0] = map_control(fd);
         maps[1] = map_control(fd);
         ::close(fd);  // the mappings keep the memory; no descriptor to leak
@@ -457,6 +476,18 @@ inline std::pair<MessageQueue::Endpoint, MessageQueue::Endpoint> MessageQueue::p
         // or moved on its own.
         queues[0][1] = std::make_unique<Queue>(bip::open_only, queue_name(base, 1).c_str());
         queues[1][1] = std::make_unique<Queue>(bip::open_only, queue_name(base, 0).c_str());
+        // Reserve every page of both queues now (see above).
+        for (int side = 0; side < 2; ++side) {
+            const std::string object = "/" + queue_name(base, side);
+            const int q = detail::above_stdio(::shm_open(object.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0));
+            if (q < 0) fail_errno("cannot open an mq channel's queue to reserve it (shm_open \"" + object + "\")", errno);
+            struct stat qs {};
+            int rc = ::fstat(q, &qs) == 0 ? 0 : errno;
+            if (rc == 0) rc = ::posix_fallocate(q, 0, qs.st_size);
+            ::close(q);
+            if (rc == ENOSPC) throw no_space();
+            if (rc != 0) fail_errno("cannot reserve an mq channel's queue (posix_fallocate)", rc);
+        }
     } catch (const bip::interprocess_exception& e) {
         cleanup();
         throw ChannelError(std::string("crew: cannot create the message queues of an mq channel: ") + e.what() +
@@ -744,7 +775,7 @@ inline bool MessageQueue::Endpoint::receive_impl(std::vector<std::byte>& out, co
 inline std::string MessageQueue::Endpoint::export_handle() {
     require_open("export");
     // The importer opens the queues by name: they must still be there.
-    const int fd = ::shm_open(control_name(base_name_).c_str(), O_RDONLY | O_CLOEXEC, 0);
+    const int fd = detail::above_stdio(::shm_open(control_name(base_name_).c_str(), O_RDONLY | O_CLOEXEC, 0));
     if (fd < 0)
         throw ChannelError(
             "crew: cannot export this mq endpoint: its queues' names were already removed (the channel was used or "
@@ -782,7 +813,7 @@ inline MessageQueue::Endpoint MessageQueue::Endpoint::import_handle(std::string_
     const std::string base(text.substr(3, text.size() - 3 - 2));
 
     const std::string control = control_name(base);
-    const int fd = ::shm_open(control.c_str(), O_RDWR | O_CLOEXEC, 0);
+    const int fd = detail::above_stdio(::shm_open(control.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0));
     if (fd < 0) {
         const int err = errno;
         throw refuse("no such queues: " + std::system_category().message(err) +

@@ -128,8 +128,10 @@ public:
     [[nodiscard]] static std::pair<Endpoint, Endpoint> pair(std::size_t max_message = Options{}.max_message_size) {
         int down[2];  // parent writes, child reads
         int up[2];    // child writes, parent reads
-        if (::pipe2(down, O_CLOEXEC) != 0) detail::FdStream::fail_errno("cannot create a pipe (pipe2)", errno);
-        if (::pipe2(up, O_CLOEXEC) != 0) {
+        // Never on 0-2 (a program started with them closed): see detail/fd_util.hpp.
+        if (::pipe2(down, O_CLOEXEC) != 0 || !detail::above_stdio(down))
+            detail::FdStream::fail_errno("cannot create a pipe (pipe2)", errno);
+        if (::pipe2(up, O_CLOEXEC) != 0 || !detail::above_stdio(up)) {
             int err = errno;
             ::close(down[0]);
             ::close(down[1]);

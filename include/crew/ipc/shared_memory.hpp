@@ -59,6 +59,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <crew/detail/fd_util.hpp>
 #include <crew/detail/shm_ring.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
@@ -313,7 +314,8 @@ BasicSharedMemory<Sync>::pair(std::size_t max_message) {
     constexpr std::size_t shm_block_bytes = block_bytes;
     // Sealed against resizing, so neither side can make the other's accesses
     // fault with SIGBUS, and import_handle() can tell our memfd from others.
-    const int fd = ::memfd_create("crew-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    // Never on 0-2 (a program started with them closed): see detail/fd_util.hpp.
+    const int fd = detail::above_stdio(::memfd_create("crew-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING));
     if (fd < 0) fail_errno("cannot create shared memory for a shm channel (memfd_create)", errno);
     int second_fd = -1;
     void* first_map = MAP_FAILED;
@@ -325,12 +327,20 @@ BasicSharedMemory<Sync>::pair(std::size_t max_message) {
         fail_errno(std::string("cannot set up a shm channel (") + what + ")", err);
     };
     if (::ftruncate(fd, static_cast<off_t>(shm_block_bytes)) != 0) fail("ftruncate");
+    // Reserved now: tmpfs hands out pages on first touch, and one it cannot
+    // find then (memory cgroup limit) would be a SIGBUS in the middle of a
+    // send instead of this error.
+    if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(shm_block_bytes)); rc != 0) {
+        errno = rc;
+        fail(rc == ENOSPC || rc == ENOMEM ? "not enough free memory to reserve its 2 MiB (posix_fallocate)"
+                                          : "posix_fallocate");
+    }
     if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) fail("F_ADD_SEALS");
     first_map = ::mmap(nullptr, shm_block_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (first_map == MAP_FAILED) fail("mmap");
     // Each endpoint owns its own fd and mapping, so either can be closed,
     // moved or exported on its own.
-    second_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    second_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (second_fd < 0) fail("dup");
     void* second_map = ::mmap(nullptr, shm_block_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, second_fd, 0);
     if (second_map == MAP_FAILED) fail("mmap");

@@ -55,6 +55,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <crew/detail/fd_util.hpp>
 #include <crew/errors.hpp>
 
 namespace crew::ipc {
@@ -242,8 +243,16 @@ inline SharedRegion SharedRegion::create(std::string_view name, std::size_t byte
     const std::size_t mapped = detail::region_mapped_bytes(bytes);
     std::string owned(name);
     // O_EXCL: never adopt a region someone else made under this name.
-    const int fd = ::shm_open(owned.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) detail::region_fail("shm_open(O_CREAT|O_EXCL)", name, errno);
+    const int opened = ::shm_open(owned.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (opened < 0) detail::region_fail("shm_open(O_CREAT|O_EXCL)", name, errno);
+    // Even for a moment never on 0-2, where a stray write to "stderr" would
+    // land in the region: see detail/fd_util.hpp.
+    const int fd = detail::above_stdio(opened);
+    if (fd < 0) {
+        const int err = errno;
+        ::shm_unlink(owned.c_str());
+        detail::region_fail("fcntl(F_DUPFD_CLOEXEC)", name, err);
+    }
     // From here on, failure must remove the name we just made.
     auto fail = [&](const char* call) {
         const int err = errno;
@@ -254,6 +263,18 @@ inline SharedRegion SharedRegion::create(std::string_view name, std::size_t byte
     // shm_open's mode is filtered by the umask; fchmod makes it exactly 0600.
     if (::fchmod(fd, 0600) != 0) fail("fchmod");
     if (::ftruncate(fd, static_cast<off_t>(mapped)) != 0) fail("ftruncate");
+    // Reserved now: tmpfs hands out pages on first touch, and one /dev/shm
+    // cannot find then is a SIGBUS in whoever touches it, not an error.
+    if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(mapped)); rc != 0) {
+        ::close(fd);
+        ::shm_unlink(owned.c_str());
+        if (rc == ENOSPC || rc == ENOMEM)
+            throw ChannelError("crew::ipc::SharedRegion: not enough free space in /dev/shm for \"" + owned + "\" (" +
+                               std::to_string(mapped) +
+                               " bytes); free some (df /dev/shm), ask for fewer bytes, or mount /dev/shm larger");
+        errno = rc;
+        fail("posix_fallocate");
+    }
     void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) fail("mmap");
     ::close(fd);  // the mapping keeps the memory; no descriptor to leak
@@ -265,13 +286,26 @@ inline SharedRegion SharedRegion::create(std::string_view name, std::size_t byte
 inline SharedRegion SharedRegion::open(std::string_view name) {
     detail::region_check_name(name);
     std::string owned(name);
-    const int fd = ::shm_open(owned.c_str(), O_RDWR | O_CLOEXEC, 0);
+    // O_NOFOLLOW: /dev/shm is shared by every user; never follow a link
+    // someone planted under the agreed name.
+    const int fd = detail::above_stdio(::shm_open(owned.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0));
     if (fd < 0) detail::region_fail("shm_open", name, errno);
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
         const int err = errno;
         ::close(fd);
         detail::region_fail("fstat", name, err);
+    }
+    // Only this user's own, and only if no one else may write it: another
+    // user who could truncate the object would kill us with SIGBUS later.
+    if (st.st_uid != ::geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw ChannelError("crew::ipc::SharedRegion: \"" + owned +
+                           "\" is not this user's private region (owner uid " + std::to_string(st.st_uid) +
+                           ", mode " + mode + "); refusing it: another user made it or may write it. Use a fresh "
+                           "name (SharedRegion::unique_name()) created by a process of this user");
     }
     const auto mapped = static_cast<std::size_t>(st.st_size);
     if (mapped < detail::region_header_bytes) {

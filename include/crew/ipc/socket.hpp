@@ -126,7 +126,8 @@ public:
     /// Messages longer than `max_message` bytes are refused on both sides.
     [[nodiscard]] static std::pair<Endpoint, Endpoint> pair(std::size_t max_message = Options{}.max_message_size) {
         int fds[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        // Never on 0-2 (a program started with them closed): see detail/fd_util.hpp.
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0 || !detail::above_stdio(fds))
             detail::FdStream::fail_errno("cannot create a socket pair (socketpair)", errno);
         // Large buffers let a big message travel in few wake-ups (1 MiB
         // messages: about 3 GB/s with default buffers, 12 GB/s with 4 MiB).
