@@ -7,20 +7,30 @@
 //   - bool (decodes only 0 or 1), std::string, std::vector (std::vector<bool>
 //     packed 8 to a byte), std::array, std::deque, std::pair, std::tuple,
 //     std::optional, std::variant, std::monostate, std::map, std::set,
-//     std::unordered_map, std::unordered_set.
+//     std::unordered_map, std::unordered_set;
+//   - aggregates (plain structs) that are not trivially copyable and whose
+//     members are all encodable: member by member, in declaration order, with
+//     no user code (nested structs, strings, vectors, optionals... inside).
+//     Limits: at most 32 members, no base class, no C array member, no
+//     member that holds the struct itself (struct Node { std::vector<Node>
+//     kids; }): such a type needs a Codec (see detail/aggregate_fields.hpp).
 // Rejected at compile time: pointers, member pointers, std::nullptr_t, C arrays,
 // std::string_view, std::span, std::reference_wrapper (an address means nothing
 // in another process, a view owns nothing) and any type without a Codec. The
 // message contains "cannot be encoded by crew::Codec" and the instantiation
-// names the type. crew::encodable<T> tells the same without failing.
+// names the type; a const char* or string literal is told to pass std::string,
+// a struct is told which member is the problem. crew::encodable<T> tells the
+// same without failing.
 //
-// User types: specialise crew::Codec, the one customisation point.
+// Other user types (classes with private members or constructors, or beyond
+// the aggregate limits): specialise crew::Codec, the one customisation point.
+// A specialisation always wins, also over the member-wise and raw-bytes codecs.
 //     template <> struct crew::Codec<Point> {
 //         static void encode(crew::Writer& w, const Point& p) {
-//             w.write_value(p.name); w.write_value(p.xs); }
+//             w.write_value(p.name()); w.write_value(p.xs()); }
 //         static Point decode(crew::Reader& r) {
 //             auto name = r.read_value<std::string>();
-//             return Point{std::move(name), r.read_value<std::vector<double>>()}; }
+//             return Point(std::move(name), r.read_value<std::vector<double>>()); }
 //     };
 // Optionally add `static constexpr std::size_t min_encoded_size = N;` (the
 // fewest bytes any value encodes to) so containers of your type reject a
@@ -38,8 +48,11 @@
 // Safety: the Reader never reads past its buffer; bytes that do not decode as
 // the requested type throw crew::CodecError. Every length is checked against
 // the bytes left before anything is allocated, so a hostile length throws
-// instead of allocating. The raw bytes of a trivially copyable type are
-// trusted (a struct with a bool member or an enum is not range-checked), and
+// instead of allocating, and every container's element count is charged to
+// the Reader's element budget (64 Ki + 16 per byte of the message), so work
+// and memory stay proportional to the message even for nested containers of
+// empty elements; a breach throws crew::CodecError. The raw bytes of a
+// trivially copyable type are trusted (a struct with a bool member or an enum is not range-checked), and
 // a trivially copyable struct that holds a pointer cannot be spotted: give it
 // a Codec, or do not send it.
 #pragma once
