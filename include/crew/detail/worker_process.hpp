@@ -226,8 +226,10 @@ public:
     }
 
     /// Empties the handle without waiting: returns the pid, closes the fds.
+    /// (A reaper, see via_reaper(), is not waited for here.)
     pid_t release() noexcept {
         const pid_t pid = std::exchange(pid_, -1);
+        reap_pidfd_ = false;
         close_fds();
         return pid;
     }
@@ -476,7 +478,8 @@ inline pid_t clone_with_pidfd(int& pidfd) noexcept {
 /// (with its pidfd, so its exit status is ours whatever the program does
 /// with SIGCHLD).
 template <class MakeSpec, class AfterFork>
-WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool die_with_thread = true) {
+WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool die_with_thread = true,
+                           bool allow_reaper = true) {
     const pid_t parent = ::getpid();
     auto fail = [](const char* what, int err) {
         throw Error(std::string("crew: cannot start a worker process (") + what + "): " + std::strerror(err));
@@ -554,7 +557,7 @@ WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool di
     // in between, as in fork_worker().
     struct sigaction chld {};
     ::sigaction(SIGCHLD, nullptr, &chld);
-    const bool reaper = chld.sa_handler != SIG_DFL || (chld.sa_flags & SA_NOCLDWAIT) != 0;
+    const bool reaper = allow_reaper && (chld.sa_handler != SIG_DFL || (chld.sa_flags & SA_NOCLDWAIT) != 0);
     int status[2] = {-1, -1};
     if (reaper && (::pipe2(status, O_CLOEXEC) != 0 || !above_stdio(status))) {
         const int err = errno;
@@ -639,10 +642,13 @@ WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool di
 }
 
 /// As spawn_worker(), returning the bare pid (the pidfd is closed): for
-/// callers that wait with waitpid(pid, __WALL). Prefer spawn_worker().
+/// callers that wait with waitpid(pid, __WALL). No reaper (the pid must be
+/// our child), so where the program ignores SIGCHLD the exit status is
+/// lost. Prefer spawn_worker().
 template <class MakeSpec, class AfterFork>
 pid_t spawn_self(MakeSpec&& make_spec, AfterFork&& after_fork, bool die_with_thread = true) {
-    return spawn_worker(std::forward<MakeSpec>(make_spec), std::forward<AfterFork>(after_fork), die_with_thread)
+    return spawn_worker(std::forward<MakeSpec>(make_spec), std::forward<AfterFork>(after_fork), die_with_thread,
+                        false)
         .release();
 }
 
