@@ -231,10 +231,12 @@ TEST_CASE("the SharedArray codec sends a small handle to the same memory", "[sha
 
     const auto fds = crew_test::open_fds();
     {
-        // Decoded in the same process: another mapping of the same memory.
+        // Decoded where the memory is mapped already: another handle to the
+        // same mapping, no second descriptor.
         auto again = crew::decode<crew::SharedArray<std::uint32_t>>(crew::encode(big));
-        CHECK(crew_test::open_fds() == fds + 1);
+        CHECK(crew_test::open_fds() == fds);
         REQUIRE(again.size() == big.size());
+        CHECK(again.data() == big.data());
         again[12345] = 99;
         CHECK(big[12345] == 99);
     }
@@ -317,7 +319,19 @@ TEST_CASE("a SharedArray crosses fork() through a crew::ipc::Pipe both ways", "[
     parent_end.send(mine);  // mine stays alive here: the child can open it
     std::vector<std::byte> reply;
     REQUIRE(parent_end.receive_bytes_until(reply, Clock::now() + deadline));
-    auto from_child = crew::decode<crew::SharedArray<std::uint32_t>>(reply);
+    // Decoded by several threads at once: one mapping, one descriptor.
+    const auto fds = crew_test::open_fds();
+    std::vector<crew::SharedArray<std::uint32_t>> copies(4);
+    {
+        std::vector<std::thread> threads;
+        for (auto& c : copies)
+            threads.emplace_back([&c, &reply] { c = crew::decode<crew::SharedArray<std::uint32_t>>(reply); });
+        for (auto& t : threads) t.join();
+    }
+    auto from_child = copies[0];
+    for (const auto& c : copies) CHECK(c.data() == from_child.data());
+    CHECK(crew_test::open_fds() == fds + 1);
+    copies.clear();
     // The child wrote into our array before it sent its own.
     CHECK(mine[0] == 1);
     CHECK(mine[99999] == 100000);

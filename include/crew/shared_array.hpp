@@ -26,9 +26,10 @@
 // How: the memory is a memfd (memfd_create: no name in any filesystem, never
 // in /dev/shm), sized once and sealed (F_SEAL_SHRINK | F_SEAL_GROW |
 // F_SEAL_SEAL), so no holder can shrink it under another's mapping. Each
-// process maps it once per array it received; every handle (copy) in a
-// process shares that mapping and its descriptor, and the last handle to go
-// unmaps it and closes the descriptor. The kernel frees the memory when the
+// process maps it once: every handle in a process (a copy, or a handle
+// received while this process still has the memory mapped, e.g. an array
+// handed to a task and returned) shares that mapping and its descriptor, and
+// the last handle to go unmaps it and closes the descriptor. The kernel frees the memory when the
 // last process holding a mapping or descriptor lets go, also when processes
 // crash: nothing to clean up. Across processes a SharedArray travels as 48
 // bytes (crew::Codec below): the sender's pid and descriptor number, the
@@ -68,13 +69,16 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,6 +90,93 @@
 namespace crew {
 
 namespace detail {
+
+/// Which (st_dev, st_ino) names a shared memory file.
+struct FileId {
+    std::uint64_t dev = 0;
+    std::uint64_t ino = 0;
+    friend bool operator==(const FileId&, const FileId&) = default;
+};
+struct FileIdHash {
+    std::size_t operator()(const FileId& id) const noexcept {
+        return static_cast<std::size_t>(id.ino * 0x9e3779b97f4a7c15ull ^ id.dev);
+    }
+};
+
+class SharedMapping;
+
+/// The SharedArray memory this process has mapped, by file: decoding a
+/// handle to memory already mapped here (an array handed to a task and
+/// returned, or received twice) gives another handle to that mapping instead
+/// of a second descriptor and mapping of the same memory. Holds no
+/// ownership (weak_ptr): the last handle still unmaps at once.
+///
+/// fork(): the lock is taken around fork (pthread_atfork), so a child never
+/// inherits it held; a child starts from an empty table (inherited mappings
+/// may have lost their descriptors there) when it first uses it.
+class MappingRegistry {
+public:
+    static MappingRegistry& instance() {
+        // Never destroyed: a SharedArray in a static object may go after it.
+        static MappingRegistry* registry = new MappingRegistry();
+        return *registry;
+    }
+
+    /// The live mapping of `id` in this process, or null.
+    std::shared_ptr<SharedMapping> find(const FileId& id) {
+        std::lock_guard lock(mutex_);
+        forget_if_forked();
+        auto it = map_.find(id);
+        return it == map_.end() ? nullptr : it->second.mapping.lock();
+    }
+
+    /// Records `m` as the mapping of `id`; when another live one was recorded
+    /// meanwhile (two threads decoded the same array at once), returns that
+    /// one instead and `m` is let go.
+    std::shared_ptr<SharedMapping> add(const FileId& id, std::shared_ptr<SharedMapping> m) {
+        std::shared_ptr<SharedMapping> existing;
+        {
+            std::lock_guard lock(mutex_);
+            forget_if_forked();
+            auto [it, inserted] = map_.try_emplace(id);
+            if (!inserted) existing = it->second.mapping.lock();
+            if (existing == nullptr) {
+                it->second = Entry{m.get(), m};
+                return m;
+            }
+        }
+        return existing;  // m unmaps outside the lock
+    }
+
+    /// Called by the mapping's destructor: forgets `id` if it still names `m`.
+    void remove(const FileId& id, const SharedMapping* m) noexcept {
+        std::lock_guard lock(mutex_);
+        if (pid_ != ::getpid()) return;
+        auto it = map_.find(id);
+        if (it != map_.end() && it->second.raw == m) map_.erase(it);
+    }
+
+private:
+    struct Entry {
+        const SharedMapping* raw = nullptr;
+        std::weak_ptr<SharedMapping> mapping;
+    };
+
+    MappingRegistry() { ::pthread_atfork(&before_fork, &after_fork, &after_fork); }
+
+    void forget_if_forked() {
+        if (pid_ == ::getpid()) return;
+        map_.clear();
+        pid_ = ::getpid();
+    }
+
+    static void before_fork() noexcept { instance().mutex_.lock(); }
+    static void after_fork() noexcept { instance().mutex_.unlock(); }
+
+    std::mutex mutex_;
+    pid_t pid_ = ::getpid();
+    std::unordered_map<FileId, Entry, FileIdHash> map_;
+};
 
 /// One sealed memfd and its mapping in this process, shared by every handle
 /// (copy) of a SharedArray here. Unmaps and closes on destruction.
@@ -110,13 +201,23 @@ public:
         } while (error == EINTR);
         if (error != 0) fail("posix_fallocate", error);
         if (::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) fail("sealing", errno);
-        return map(fd, bytes);
+        struct stat st {};
+        if (::fstat(fd, &st) != 0) fail("fstat", errno);
+        const FileId id{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+        return MappingRegistry::instance().add(id, map(fd, id, bytes));
     }
 
     /// The memfd another process described by `peer`, expected to hold
-    /// exactly `bytes`, mapped here. Throws crew::CodecError.
+    /// exactly `bytes`, mapped here (or the mapping this process already
+    /// has of it). Throws crew::CodecError.
     static std::shared_ptr<SharedMapping> open(const PeerFd& peer, std::size_t bytes) {
-        const int fd = open_peer_fd(peer, O_RDWR);
+        const FileId id{peer.dev, peer.ino};
+        if (auto known = MappingRegistry::instance().find(id)) {
+            known->check_size(bytes);
+            return known;
+        }
+        struct stat st {};
+        const int fd = open_peer_fd(peer, O_RDWR, &st);
         if (fd == -ENOENT || fd == -ESTALE)
             throw CodecError("crew::SharedArray: the SharedArray's sender let go of it before this process "
                              "received it (process " + std::to_string(peer.pid) +
@@ -129,30 +230,44 @@ public:
                              (fd == -EACCES || fd == -EPERM
                                   ? " (both processes must run as the same user, and the sender must be dumpable)"
                                   : ""));
-        struct stat st {};
+        // Sealed against shrinking, so no holder can cut the file under our
+        // mapping (which would turn reads into SIGBUS).
         const int seals = ::fcntl(fd, F_GET_SEALS);
         const int needed = F_SEAL_SHRINK | F_SEAL_SEAL;
-        if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || seals < 0 || (seals & needed) != needed ||
+        if (!S_ISREG(st.st_mode) || seals < 0 || (seals & needed) != needed ||
             static_cast<std::uint64_t>(st.st_size) != bytes) {
             ::close(fd);
             throw CodecError("crew::SharedArray: the shared memory received is not a sealed array of " +
                              std::to_string(bytes) + " bytes; the input is corrupt or encodes another type");
         }
-        return map(fd, bytes);
+        return MappingRegistry::instance().add(id, map(fd, id, bytes));
     }
 
     SharedMapping(const SharedMapping&) = delete;
     SharedMapping& operator=(const SharedMapping&) = delete;
     ~SharedMapping() {
+        MappingRegistry::instance().remove(id_, this);
         ::munmap(data_, bytes_);
         ::close(fd_);
     }
 
     [[nodiscard]] void* data() const noexcept { return data_; }
-    [[nodiscard]] int fd() const noexcept { return fd_; }
+
+    /// This mapping's descriptor, described for another process.
+    [[nodiscard]] PeerFd describe() const noexcept {
+        return PeerFd{static_cast<std::int32_t>(::getpid()), static_cast<std::int32_t>(fd_), id_.dev, id_.ino};
+    }
 
 private:
-    SharedMapping(int fd, void* data, std::size_t bytes) noexcept : fd_(fd), data_(data), bytes_(bytes) {}
+    SharedMapping(int fd, FileId id, void* data, std::size_t bytes) noexcept
+        : fd_(fd), id_(id), data_(data), bytes_(bytes) {}
+
+    void check_size(std::size_t bytes) const {
+        if (bytes != bytes_)
+            throw CodecError("crew::SharedArray: a handle of " + std::to_string(bytes) +
+                             " bytes names shared memory of " + std::to_string(bytes_) +
+                             " bytes; the input is corrupt or encodes another type");
+    }
 
     static int make_memfd() {
         // MFD_NOEXEC_SEAL (Linux 6.3; not in older headers) says the memory is
@@ -171,7 +286,7 @@ private:
         return fd;
     }
 
-    static std::shared_ptr<SharedMapping> map(int fd, std::size_t bytes) {
+    static std::shared_ptr<SharedMapping> map(int fd, FileId id, std::size_t bytes) {
         void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED) {
             const int error = errno;
@@ -181,7 +296,7 @@ private:
                                "); the address space is too small for it (see Options::memory_limit)");
         }
         try {
-            return std::shared_ptr<SharedMapping>(new SharedMapping(fd, p, bytes));
+            return std::shared_ptr<SharedMapping>(new SharedMapping(fd, id, p, bytes));
         } catch (...) {
             ::munmap(p, bytes);
             ::close(fd);
@@ -190,6 +305,7 @@ private:
     }
 
     int fd_;
+    FileId id_;
     void* data_;
     std::size_t bytes_;
 };
@@ -318,7 +434,7 @@ struct Codec<SharedArray<T>> {
     static void encode(Writer& w, const SharedArray<T>& a) {
         detail::PeerFd peer{};
         if (!a.empty()) {
-            peer = detail::export_fd(a.mapping_->fd());
+            peer = a.mapping_->describe();
             detail::pin(a.mapping_);
         }
         const std::uint32_t head[2] = {magic, static_cast<std::uint32_t>(sizeof(T))};

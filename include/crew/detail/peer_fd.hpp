@@ -104,7 +104,8 @@ inline PeerFd export_fd(int fd) {
 ///   -ESTALE  the descriptor number now names another file;
 ///   -EACCES / -EPERM  this process may not look into the other's /proc;
 ///   others   as open(2).
-inline int open_peer_fd(const PeerFd& p, int flags) noexcept {
+/// When `st` is given, it receives the opened file's fstat.
+inline int open_peer_fd(const PeerFd& p, int flags, struct stat* st = nullptr) noexcept {
     if (p.pid <= 0 || p.fd < 0) return -EINVAL;
     // "/proc/" + two int32 + "/fd/" fits easily.
     char path[64];
@@ -115,13 +116,14 @@ inline int open_peer_fd(const PeerFd& p, int flags) noexcept {
         fd = ::open(path, flags | O_CLOEXEC | O_NOCTTY);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) return errno == ENOENT || errno == ESRCH ? -ENOENT : -errno;
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
+    struct stat own {};
+    if (st == nullptr) st = &own;
+    if (::fstat(fd, st) != 0) {
         const int error = errno;
         ::close(fd);
         return -error;
     }
-    if (static_cast<std::uint64_t>(st.st_dev) != p.dev || static_cast<std::uint64_t>(st.st_ino) != p.ino) {
+    if (static_cast<std::uint64_t>(st->st_dev) != p.dev || static_cast<std::uint64_t>(st->st_ino) != p.ino) {
         ::close(fd);
         return -ESTALE;
     }
