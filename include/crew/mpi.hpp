@@ -63,6 +63,7 @@
 
 #include <crew/codec.hpp>
 #include <crew/detail/executor_core.hpp>
+#include <crew/detail/imap.hpp>
 #include <crew/detail/mpi_rank.hpp>
 #include <crew/detail/mpi_wire.hpp>
 #include <crew/detail/remote_call.hpp>
@@ -455,6 +456,30 @@ public:
         return detail::join_chunks<R>(parts, n, submit_error);
     }
 
+    /// A single-pass range of `f(input)` in input order, each result yielded
+    /// as soon as it and those before it are ready; inputs are drawn lazily,
+    /// at most `options.in_flight` chunks ahead (see detail/imap.hpp).
+    template <class F, std::ranges::input_range Range>
+    auto imap(F&& f, Range&& inputs, MapOptions options = {}) {
+        using Fn = std::decay_t<F>;
+        using In = std::ranges::range_value_t<Range>;
+        using R = std::invoke_result_t<Fn&, const In&>;
+        static_assert(!std::is_void_v<R>, "crew::imap: the function must return a value");
+        check_task<Fn, R, In>();
+        return detail::make_imap<R>(
+            std::forward<Range>(inputs),
+            [this, fn = Fn(f)](std::vector<In>&& chunk) {
+                auto* task = new detail::MpiTask<std::vector<R>>(
+                    detail::encode_call<&detail::map_trampoline<Fn, In>>(fn, chunk), core_.counters(), box_);
+                enqueue(task, [task] {
+                    task->release();
+                    task->release();
+                });
+                return detail::make_future<std::vector<R>>(task);
+            },
+            options, size());
+    }
+
     /// Blocks until every task submitted or posted so far (and those they
     /// submitted) has finished; the executor stays usable. Not from a
     /// continuation of this executor (crew::InvalidArgument).
@@ -761,9 +786,9 @@ private:
         auto error = detail::capture_exception([&] {
             auto outcome = static_cast<detail::Outcome>(reply.read_value<std::uint8_t>());
             if (outcome == detail::Outcome::value) return;
-            auto type = reply.read_value<std::string>();
-            auto what = reply.read_value<std::string>();
-            outcome_error = std::make_exception_ptr(RemoteError(std::move(type), std::move(what)));
+            if (outcome != detail::Outcome::exception)
+                throw ChannelError("crew: an MPI rank sent a worker reply of unknown kind");
+            outcome_error = detail::read_exception(reply);  // as ProcessExecutor rebuilds it
         });
         if (error || outcome_error) {
             job->fail(std::move(error ? error : outcome_error));

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <ranges>
 #include <cstdint>
 #include <stdexcept>
 #include <thread>
@@ -67,6 +68,7 @@ TEST_CASE("a task that segfaults fails alone with WorkerDied; the job goes on", 
     CHECK(values == 15);
     CHECK(died == 1);
     for (int i = 0; i < 8; ++i) CHECK(ex.submit(square, i).get() == i * i);  // later tasks are fine
+    ex.wait_idle();  // the counters move just after a future is ready
     auto s = ex.stats();
     CHECK(s.failed == 1);
     CHECK(s.completed == 23);
@@ -90,6 +92,14 @@ TEST_CASE("a 16 MiB argument and result travel whole, in parts", "[mpi]") {
 TEST_CASE("exceptions cross ranks", "[mpi]") {
     Mpi ex(2);
     CHECK_THROWS_WITH(ex.submit(throws_invalid).get(), Catch::Contains("bad input on a rank"));
+}
+
+// [!mayfail] until detail::write_exception / read_exception (the worker
+// reply's exception, shared with ProcessExecutor) carry typed exceptions
+// (detail/remote_exception.hpp); then drop the tag.
+TEST_CASE("std::invalid_argument from a rank is caught as itself", "[mpi][!mayfail]") {
+    Mpi ex(2);
+    CHECK_THROWS_AS(ex.submit(throws_invalid).get(), std::invalid_argument);
     CHECK(ex.submit(square, 3).get() == 9);
 }
 
@@ -173,4 +183,14 @@ TEST_CASE("more workers than ranks: each rank runs several", "[mpi]") {
     std::vector<crew::Future<int>> fs;
     for (int i = 0; i < 8; ++i) fs.push_back(ex.submit(sleep_ms, 100));
     for (auto& f : fs) CHECK(f.get() == 100);
+}
+
+TEST_CASE("imap yields in order, drawing lazily", "[mpi]") {
+    Mpi ex(2);
+    int expected = 0;
+    for (int v : ex.imap(square, std::views::iota(0, 200), crew::MapOptions{.chunk = 8, .in_flight = 3})) {
+        CHECK(v == expected * expected);
+        ++expected;
+    }
+    CHECK(expected == 200);
 }
