@@ -1,3 +1,16 @@
-// Catch2 v2 needs its main() compiled once; v3 links Catch2::Catch2WithMain.
-#define CATCH_CONFIG_MAIN
-#include "catch.hpp"
+// The tests' main(): crew::Session first (spawned and fork-server workers of
+// the test binaries serve from it), then Catch2 (v2 or v3) runs the tests.
+#if __has_include(<catch2/catch_all.hpp>)
+#include <catch2/catch_session.hpp>
+#else
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+#endif
+
+#include <crew/session.hpp>
+#include <crew/process_executor.hpp>
+
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);
+    return Catch::Session().run(argc, argv);
+}

@@ -16,6 +16,9 @@
 #include <crew/ipc/socket.hpp>
 #include <crew/options.hpp>
 #include <crew/process_executor.hpp>
+#include <crew/remote_exception.hpp>
+#include <crew/session.hpp>
+#include <crew/shared_array.hpp>
 #include <crew/sync/lock_free.hpp>
 #include <crew/sync/mutex.hpp>
 #include <crew/sync/policy.hpp>

@@ -23,18 +23,22 @@
 // they die with their parent (PR_SET_PDEATHSIG, or the fork server's control
 // socket closing).
 //
-// Spawned and fork-server workers run before main(): the worker takes over
-// during static initialisation of the fresh copy. A task must not rely on
-// what main() sets up, nor on a namespace-scope object of another source
-// file with a dynamic initialiser (it may not be constructed yet; a function-
-// local static is fine). Use Options::initializer for per-worker set-up.
+// Spawned and fork-server workers are fresh copies of the program that serve
+// from crew::Session, the first statement of main(): they have run the whole
+// static initialisation (every global constructed as in the parent) and
+// nothing of main() after that line. Without a Session those start methods
+// are refused with crew::InvalidArgument; Start::fork needs none.
+//
+// A task counts as started when its worker begins to run it, not when it was
+// shipped: cancel() and shutdown(cancel_pending) stop every task a worker has
+// not begun, batched or not (detail/wire.hpp).
 //
 // Continuations (Future::then) of this executor's futures run in this
 // process, on the dispatcher thread that received the result: keep them
 // short, and never block in one on another task of the same executor (that
 // task may need the very dispatcher that is blocked). A continuation may
-// submit work, and may call shutdown() (which then does not wait); it must
-// not destroy the executor.
+// submit work (it never blocks), and may call shutdown() (which then does not
+// wait); it must not destroy the executor.
 #pragma once
 
 #include <algorithm>
@@ -67,9 +71,14 @@
 #include <unistd.h>
 
 #include <crew/codec.hpp>
+#include <crew/detail/deadline.hpp>
 #include <crew/detail/executor_core.hpp>
+#include <crew/detail/imap.hpp>
+#include <crew/detail/peer_fd.hpp>
 #include <crew/detail/remote_call.hpp>
 #include <crew/detail/shared_state.hpp>
+#include <crew/detail/wire.hpp>
+#include <crew/detail/worker_main.hpp>
 #include <crew/detail/worker_process.hpp>
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
@@ -79,6 +88,7 @@
 #include <crew/ipc/shared_memory.hpp>
 #include <crew/ipc/socket.hpp>
 #include <crew/options.hpp>
+#include <crew/session.hpp>
 #include <crew/sync/lock_free.hpp>
 #include <crew/sync/mutex.hpp>
 #include <crew/sync/policy.hpp>
@@ -88,26 +98,86 @@ namespace crew {
 
 namespace detail {
 
-/// A queued process task: its encoded call, and how to finish it.
-struct RemoteJob : Job {
+/// A queued process task, as the dispatcher sees it: its encoded call, how
+/// to finish it, and where it was shipped (so cancel() can still stop it).
+/// The dispatcher holds one reference from take() to one of complete(),
+/// fail() or release_job().
+/// A task's encoded call and the SharedArrays it names (kept open until the
+/// task ends, so the worker can still map them).
+struct EncodedCall {
+    std::vector<std::byte> bytes;
+    std::vector<std::shared_ptr<const void>> pins;
+};
+
+class RemoteJob : public Job {
+public:
+    /// The encoded call (detail/remote_call.hpp); freed when the task ends.
     std::vector<std::byte> call;
-    /// Marks the task started; false (and the job is gone) if it was cancelled.
+    std::vector<std::shared_ptr<const void>> pins;
+
+    /// The dispatcher took the job from the queue: false when it was
+    /// cancelled there (the job is then gone).
     virtual bool claim() noexcept = 0;
     /// The worker returned a value, encoded in `result`.
     virtual void complete(Reader& result) noexcept = 0;
     virtual void fail(std::exception_ptr error) noexcept = 0;
-    void run() noexcept override {
-        fail(std::make_exception_ptr(Error("crew: internal error: a process task was run in-process")));
+    /// Shutdown cancelled it after it was shipped (the dispatcher won the
+    /// control word): publish crew::Cancelled; the reference stays.
+    virtual void cancelled_by_executor() noexcept = 0;
+    /// Drops the dispatcher's reference (the task was cancelled and is done).
+    virtual void release_job() noexcept = 0;
+
+    /// Never called: the dispatcher ships remote jobs, nothing runs them here.
+    void run() noexcept override {}
+
+    /// The dispatcher ships the job as task `seq` under `control`.
+    void shipped(ControlBlock* control, std::uint64_t seq) noexcept {
+        if (control_ == nullptr) control_ = control;  // one dispatcher per job: set once
+        seq_.store(seq, std::memory_order_release);
     }
+    /// The job went back to its dispatcher (its worker died before starting it).
+    void recalled() noexcept { seq_.store(0, std::memory_order_release); }
+    [[nodiscard]] bool was_shipped() const noexcept { return started_; }
 
 protected:
+    explicit RemoteJob(EncodedCall encoded, TaskCounters& counters)
+        : call(std::move(encoded.bytes)), pins(std::move(encoded.pins)), counters_(counters) {}
     ~RemoteJob() = default;
+
+    /// Future::cancel() on a shipped task: wins when the worker has not begun.
+    bool cancel_shipped() noexcept {
+        const std::uint64_t seq = seq_.load(std::memory_order_acquire);
+        return seq != 0 && control_->cancel(seq);
+    }
+    void free_call() noexcept {
+        std::vector<std::byte>().swap(call);
+        pins.clear();
+    }
+
+    TaskCounters& counters_;
+    bool started_ = false;  // counted as started (shipped once); dispatcher only
+
+    friend struct Shipping;
+
+private:
+    ControlBlock* control_ = nullptr;
+    std::atomic<std::uint64_t> seq_{0};
+};
+
+/// Counts a job as started the first time it is shipped.
+struct Shipping {
+    static void count_start(RemoteJob& job) noexcept {
+        if (job.started_) return;
+        job.started_ = true;
+        job.counters_.started();
+    }
 };
 
 template <class R>
 class ProcessTask final : public SharedState<R>, public RemoteJob {
 public:
-    explicit ProcessTask(std::vector<std::byte> encoded) : SharedState<R>(2) { call = std::move(encoded); }
+    ProcessTask(EncodedCall encoded, TaskCounters& counters)
+        : SharedState<R>(2), RemoteJob(std::move(encoded), counters) {}
 
     bool claim() noexcept override {
         if (this->try_claim()) return true;
@@ -115,26 +185,49 @@ public:
         return false;
     }
     void complete(Reader& result) noexcept override {
+        free_call();
         auto error = capture_exception([&] {
             if constexpr (std::is_void_v<R>) {
                 result.expect_end();
-                this->publish_value();
             } else {
                 auto value = result.read_value<R>();
                 result.expect_end();
                 this->publish_value(std::move(value));
             }
         });
-        if (error) this->publish_error(std::move(error));
+        if (error) return fail(std::move(error));
+        if constexpr (std::is_void_v<R>) this->publish_value();
+        counters_.finished(true);
         this->release();
     }
     void fail(std::exception_ptr error) noexcept override {
+        free_call();
         this->publish_error(std::move(error));
+        counters_.finished(false);
         this->release();
     }
+    void cancelled_by_executor() noexcept override {
+        free_call();
+        this->publish_cancelled();
+        counters_.stopped();
+    }
+    void release_job() noexcept override { this->release(); }
     void abandon() noexcept override {
         this->try_cancel();
         this->release();
+    }
+    bool try_cancel() noexcept override {
+        if (this->try_claim()) {  // still queued in this process
+            this->publish_cancelled();
+            counters_.cancelled();
+            return true;
+        }
+        if (this->status() == Status::cancelled) return true;
+        if (this->status() != Status::running || !cancel_shipped()) return false;
+        // Shipped, and the worker had not begun it: it never will.
+        this->publish_cancelled();
+        counters_.stopped();
+        return true;
     }
 
 private:
@@ -144,155 +237,27 @@ private:
 template <class Core>
 class ProcessPost final : public RemoteJob {
 public:
-    ProcessPost(Core& core, std::vector<std::byte> encoded) : core_(core) { call = std::move(encoded); }
+    ProcessPost(Core& core, EncodedCall encoded) : RemoteJob(std::move(encoded), core.counters()), core_(core) {}
     bool claim() noexcept override { return true; }
-    void complete(Reader&) noexcept override { delete this; }
-    void fail(std::exception_ptr error) noexcept override {
-        core_.report(std::move(error));
+    void complete(Reader&) noexcept override {
+        counters_.finished(true);
         delete this;
     }
-    void abandon() noexcept override { delete this; }
+    void fail(std::exception_ptr error) noexcept override {
+        core_.report(std::move(error));
+        counters_.finished(false);
+        delete this;
+    }
+    void cancelled_by_executor() noexcept override { counters_.stopped(); }
+    void release_job() noexcept override { delete this; }
+    void abandon() noexcept override {
+        counters_.cancelled();
+        delete this;
+    }
 
 private:
     Core& core_;
 };
-
-/// What a worker needs to know at start.
-struct WorkerConfig {
-    bool has_initializer = false;
-    CodeRef initializer;
-    std::uint64_t memory_limit = 0;
-    std::uint64_t max_message = 0;
-
-    std::string to_text() const {
-        return std::to_string(has_initializer) + ":" + std::to_string(initializer.module) + ":" +
-               std::to_string(initializer.offset) + ":" + std::to_string(memory_limit) + ":" +
-               std::to_string(max_message);
-    }
-    static bool from_text(std::string_view text, WorkerConfig& out) {
-        std::uint64_t v[5];
-        for (auto& x : v) {
-            auto colon = text.find(':');
-            std::string part(text.substr(0, colon));
-            char* end = nullptr;
-            errno = 0;
-            x = std::strtoull(part.c_str(), &end, 10);
-            if (part.empty() || *end != '\0' || errno != 0) return false;
-            text = colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
-        }
-        out.has_initializer = v[0] != 0;
-        out.initializer = {v[1], v[2]};
-        out.memory_limit = v[3];
-        out.max_message = v[4];
-        return true;
-    }
-};
-
-/// The worker process: run batches until told to stop or the parent is gone.
-template <class Endpoint>
-[[noreturn]] void worker_main(Endpoint& channel, const WorkerConfig& config) noexcept {
-    if (config.memory_limit != 0) {
-        rlimit limit{config.memory_limit, config.memory_limit};
-        ::setrlimit(RLIMIT_AS, &limit);
-    }
-    std::string init_error;
-    if (config.has_initializer) {
-        try {
-            reinterpret_cast<void (*)()>(const_cast<void*>(ModuleTable::resolve(config.initializer)))();
-        } catch (...) {
-            auto info = describe(std::current_exception());
-            init_error = "crew: the worker's initializer threw " + info.type_name + ": " + info.what;
-        }
-    }
-    std::vector<std::byte> in, out;
-    try {
-        for (;;) {
-            channel.receive_bytes(in);
-            Reader batch(in);
-            auto count = batch.read_value<std::uint32_t>();
-            if (count == 0) break;  // the parent retires this worker
-            for (std::uint32_t i = 0; i < count; ++i) {
-                auto slot = batch.read_value<std::uint64_t>();
-                if (init_error.empty()) {
-                    run_call(slot, batch, out);
-                } else {  // every task reports the initializer's failure
-                    out.clear();
-                    Writer w(out);
-                    w.write_value(slot);
-                    w.write_value(static_cast<std::uint8_t>(Outcome::exception));
-                    w.write_value(std::string("crew::Error"));
-                    w.write_value(init_error);
-                    (void)batch.read_value<CodeRef>();  // skip the call
-                    (void)batch.take(static_cast<std::size_t>(batch.read_value<std::uint64_t>()));
-                }
-                channel.send_bytes(out);
-            }
-        }
-    } catch (...) {
-        // The parent is gone or sent garbage: nothing to report to; exit.
-    }
-    std::fflush(nullptr);
-    ::_exit(0);
-}
-
-template <class Channel>
-[[noreturn]] void serve_exported(std::string_view handle, const WorkerConfig& config) {
-    try {
-        auto endpoint = Channel::Endpoint::import_handle(handle, config.max_message);
-        worker_main(endpoint, config);
-    } catch (...) {
-        ::_exit(126);
-    }
-}
-
-/// The channels a spawned worker can serve: it is a fresh copy of the
-/// program, so it must find the channel type from its name.
-using spawnable_channels =
-    std::tuple<ipc::SharedMemory, ipc::BasicSharedMemory<sync::Mutex>, ipc::BasicSharedMemory<sync::Semaphore>,
-               ipc::Pipe, ipc::Socket, ipc::MessageQueue>;
-
-template <class Channel>
-inline constexpr bool is_spawnable = []<class... Cs>(std::tuple<Cs...>*) {
-    return (std::is_same_v<Channel, Cs> || ...);
-}(static_cast<spawnable_channels*>(nullptr));
-
-/// Serves an exported channel end ("<channel name>:...") as a worker.
-[[noreturn]] inline void serve_handle(std::string_view handle, const WorkerConfig& config) {
-    const std::string_view channel = handle.substr(0, handle.find(':'));
-    [&]<class... Cs>(std::tuple<Cs...>*) {
-        ((channel == Cs::name ? serve_exported<Cs>(handle, config) : void()), ...);
-    }(static_cast<spawnable_channels*>(nullptr));
-    ::_exit(126);
-}
-
-/// In a process started by Start::spawn or as a fork server, becomes the
-/// worker (or the server) before main() runs; elsewhere returns false at
-/// once. CREW_WORKER is "<what>|<handle>|<config>": a channel name and an
-/// exported end, or "forkserver" and its control fd.
-inline bool become_spawned_worker() {
-    const char* spec = std::getenv(worker_env);
-    if (spec == nullptr) return false;
-    std::string text(spec);
-    ::unsetenv(worker_env);  // not for this worker's own children
-    auto first = text.find('|'), second = text.rfind('|');
-    WorkerConfig config;
-    if (first == std::string::npos || second == first || !WorkerConfig::from_text(text.substr(second + 1), config))
-        ::_exit(126);
-    std::string_view what = std::string_view(text).substr(0, first);
-    std::string_view handle = std::string_view(text).substr(first + 1, second - first - 1);
-    if (what == ForkServer::name) {
-        int control = -1;
-        auto [end, ec] = std::from_chars(handle.data(), handle.data() + handle.size(), control);
-        if (ec != std::errc{} || end != handle.data() + handle.size() || control < 0) ::_exit(126);
-        ::fcntl(control, F_SETFD, FD_CLOEXEC);
-        run_fork_server(control, [&](std::string_view worker_handle) { serve_handle(worker_handle, config); });
-    }
-    serve_handle(handle, config);
-}
-
-// Runs during static initialisation of every program that includes this
-// header, so a spawned copy of the program turns into a worker before main().
-inline const bool is_spawned_worker = become_spawned_worker();
 
 /// The ProcessExecutor whose dispatcher runs on this thread (continuations
 /// of its futures run here), or null.
@@ -331,14 +296,25 @@ public:
     using sync_policy = Sync;
 
     /// Starts `workers` processes (0: one per hardware thread, or
-    /// options.workers) and returns when they are ready.
+    /// options.workers) and returns when they are ready. Start::spawn (the
+    /// default) and Start::fork_server need a crew::Session in main().
     explicit ProcessExecutor(std::size_t workers = 0, Options options = {})
         : options_(std::move(options)), core_(options_, queue_capacity) {
-        if (!detail::is_spawnable<Transport> && options_.start.value_or(Start::spawn) != Start::fork)
+        const Start start = options_.start.value_or(Start::spawn);
+        if (!detail::is_spawnable<Transport> && start != Start::fork)
             throw InvalidArgument(std::string("crew::ProcessExecutor: a spawned worker (or fork server) is a fresh "
                                               "copy of the program and can only serve crew's own channels, not \"") +
                                   std::string(Channel::name) +
                                   "\"; pass Options{.start = crew::Start::fork} to use this channel");
+        if (start != Start::fork && !Session::active())
+            throw InvalidArgument(
+                std::string("crew::ProcessExecutor: Start::") + (start == Start::spawn ? "spawn" : "fork_server") +
+                " starts workers as fresh copies of this program, which serve from crew::Session: add "
+                "`crew::Session session(argc, argv);` as the first statement of main() (include <crew/crew.hpp>), "
+                "or pass Options{.start = crew::Start::fork}. (A shared library loaded by a program without a "
+                "Session cannot use these start methods.)");
+        if (options_.max_message_size == 0)
+            throw InvalidArgument("crew::ProcessExecutor: Options::max_message_size must be at least 1 byte");
         config_.memory_limit = options_.memory_limit;
         config_.max_message = options_.max_message_size;
         if (options_.initializer != nullptr) {
@@ -346,7 +322,7 @@ public:
             config_.initializer = detail::ModuleTable::ref(reinterpret_cast<const void*>(options_.initializer));
         }
         const std::size_t n = detail::resolve_workers(workers, options_);
-        if (options_.start == Start::fork_server) server_ = std::make_unique<detail::ForkServer>(config_.to_text());
+        if (start == Start::fork_server) server_ = std::make_unique<detail::ForkServer>(config_.to_text());
         dispatchers_.reserve(n);
         try {
             for (std::size_t i = 0; i < n; ++i) dispatchers_.emplace_back([this] { dispatch(); });
@@ -367,30 +343,29 @@ public:
 
     /// Runs `f(args...)` in a worker process. `f` is a function pointer or a
     /// captureless lambda; arguments and result are encoded by crew::Codec.
+    /// An encoded call over Options::max_message_size throws crew::ChannelError
+    /// here, without touching a worker.
     template <class F, class... Args>
     auto submit(F&& f, Args&&... args) -> Future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
         using Fn = std::decay_t<F>;
         using R = std::invoke_result_t<Fn, std::decay_t<Args>...>;
         check_task<Fn, R, std::decay_t<Args>...>();
         auto* task = new detail::ProcessTask<R>(
-            detail::encode_call<&detail::call_trampoline<Fn, std::decay_t<Args>...>>(Fn(f), args...));
-        enqueue(task, [task] {
-            task->release();
-            task->release();
-        });
+            encode<&detail::call_trampoline<Fn, std::decay_t<Args>...>>(Fn(f), args...), core_.counters());
+        enqueue(task, [task] { delete task; });
         return detail::make_future<R>(task);
     }
 
     /// Runs `f(args...)` in a worker with no future; an exception goes to
-    /// Options::on_error (as crew::RemoteError), or to stderr.
+    /// Options::on_error (as the same exception type, see submit), or to stderr.
     template <class F, class... Args>
     void post(F&& f, Args&&... args) {
         using Fn = std::decay_t<F>;
         using R = std::invoke_result_t<Fn, std::decay_t<Args>...>;
         check_task<Fn, R, std::decay_t<Args>...>();
-        auto* task = new detail::ProcessPost<Core>(
-            core_, detail::encode_call<&detail::call_trampoline<Fn, std::decay_t<Args>...>>(Fn(f), args...));
-        enqueue(task, [task] { task->abandon(); });
+        auto* task =
+            new detail::ProcessPost<Core>(core_, encode<&detail::call_trampoline<Fn, std::decay_t<Args>...>>(Fn(f), args...));
+        enqueue(task, [task] { delete task; });
     }
 
     /// `f` applied to every input in worker processes, results in input
@@ -418,13 +393,7 @@ public:
             slice.clear();
             for (std::size_t i = 0; i < count; ++i, ++it) slice.push_back(*it);
             try {
-                auto* task = new detail::ProcessTask<std::vector<R>>(
-                    detail::encode_call<&detail::map_trampoline<Fn, In>>(Fn(f), slice));
-                enqueue(task, [task] {
-                    task->release();
-                    task->release();
-                });
-                parts.push_back(detail::make_future<std::vector<R>>(task));
+                parts.push_back(submit_chunk<R, In>(Fn(f), slice));
             } catch (...) {
                 submit_error = std::current_exception();
                 break;
@@ -434,10 +403,34 @@ public:
         return detail::join_chunks<R>(parts, n, submit_error);
     }
 
-    /// Stops taking work: `drain` runs what was submitted, `cancel_pending`
-    /// cancels what has not been sent to a worker. Then stops every worker
-    /// and reaps it. Later submit/post/map throw crew::ExecutorShutdown.
+    /// `f` over `inputs`, lazily, results in input order as they come; see
+    /// ThreadExecutor::imap. Each chunk travels as one task.
+    template <class F, std::ranges::input_range Range>
+    auto imap(F&& f, Range&& inputs, MapOptions options = {}) {
+        using Fn = std::decay_t<F>;
+        using In = std::ranges::range_value_t<std::views::all_t<Range>>;
+        using R = std::invoke_result_t<Fn&, const In&>;
+        static_assert(!std::is_void_v<R>, "crew::imap: the function must return a value; use post() or submit() "
+                                          "for functions that return void");
+        check_task<Fn, R, In>();
+        return detail::make_imap<R>(
+            std::forward<Range>(inputs),
+            [this, fn = Fn(f)](std::vector<In>&& chunk) { return submit_chunk<R, In>(fn, chunk); }, options, size());
+    }
+
+    /// Stops taking work: `drain` runs what was submitted; `cancel_pending`
+    /// cancels every task no worker has begun (shipped ones too); `kill` also
+    /// kills the workers running a task (those tasks fail with
+    /// crew::Cancelled) and returns promptly even when a task hangs. Then
+    /// stops every worker and reaps it. Later submit/post/map throw
+    /// crew::ExecutorShutdown. Safe to call more than once, from any thread.
     void shutdown(Shutdown how = Shutdown::drain) {
+        if (how != Shutdown::drain) {
+            int want = how == Shutdown::kill ? stop_kill : stop_cancel;
+            int now = stop_.load(std::memory_order_relaxed);
+            while (now < want && !stop_.compare_exchange_weak(now, want, std::memory_order_acq_rel)) {
+            }
+        }
         core_.close(how);
         // From a continuation, which runs on one of our dispatcher threads: it
         // cannot join itself. Closing is enough; the destructor joins.
@@ -448,8 +441,35 @@ public:
         server_.reset();  // every worker is retired: the fork server can go
     }
 
+    /// Blocks until every task submitted or posted so far, and every task
+    /// those submitted, has finished (or was cancelled); the executor stays
+    /// usable. Throws crew::InvalidArgument from a continuation of this
+    /// executor (it would wait for itself).
+    void wait_idle() { core_.wait_idle(nullptr, detail::current_dispatcher == this); }
+
+    /// wait_idle() for at most `d`; true when idle.
+    template <class Rep, class Period>
+    bool wait_idle_for(const std::chrono::duration<Rep, Period>& d) {
+        const auto deadline = detail::deadline_after(d);
+        return core_.wait_idle(&deadline, detail::current_dispatcher == this);
+    }
+
+    /// A snapshot of the counters. Here `running` counts tasks shipped to a
+    /// worker and not finished (a worker runs them one after another).
+    [[nodiscard]] Stats stats() const noexcept { return core_.counters().snapshot(size()); }
+
     /// Number of worker processes.
     [[nodiscard]] std::size_t size() const noexcept { return dispatchers_.size(); }
+
+    /// For crew's own engines (crew::MpiExecutor): runs an encoded call
+    /// (detail::encode_call's bytes) in a worker; the value is the encoded
+    /// result, a failure (WorkerDied, Timeout, the task's exception,
+    /// Cancelled) the future's exception.
+    Future<std::vector<std::byte>> submit_encoded(std::vector<std::byte> encoded_call) {
+        auto* task = new detail::ProcessTask<detail::RawReply>(checked({std::move(encoded_call), {}}), core_.counters());
+        enqueue(task, [task] { delete task; });
+        return detail::make_future<detail::RawReply>(task).then([](detail::RawReply r) { return std::move(r.bytes); });
+    }
 
 private:
     using Core = detail::ExecutorCore<Sync>;
@@ -458,26 +478,75 @@ private:
     using Transport = ipc::with_sync_t<Channel, Sync>;
     using Endpoint = typename Transport::Endpoint;
 
+    // The Sync policy's ring in front of the (unbounded) queue.
     static constexpr std::size_t queue_capacity = 1024;
-    // Tasks per message: enough to amortise a wake-up over many small tasks,
-    // few enough that a crash or timeout re-sends little.
-    static constexpr std::size_t batch_limit = 64;
+    // A batch stops growing at this many bytes, and a call this large travels
+    // alone: a large task never holds small ones (or another worker) back.
+    static constexpr std::size_t batch_bytes = std::size_t{256} << 10;
     // How often a dispatcher waiting for a result checks that its worker lives
-    // (channels without EOF, or an fd a sibling inherited, give no other sign).
+    // (channels without EOF, or an fd a sibling inherited, give no other
+    // sign) and whether shutdown asked it to cancel or kill.
     static constexpr std::chrono::milliseconds liveness_poll{50};
+
+    static constexpr int stop_none = 0, stop_cancel = 1, stop_kill = 2;
 
     template <class Fn, class R, class... Args>
     static constexpr void check_task() {
-        static_assert(detail::stateless_callable<Fn>,
+        static_assert(!std::is_member_pointer_v<Fn>,
+                      "crew::ProcessExecutor: a member function (or member) pointer cannot be sent to another "
+                      "process; pass a free function or a captureless lambda that takes the object as an argument");
+        static_assert(std::is_member_pointer_v<Fn> || detail::stateless_callable<Fn>,
                       "crew::ProcessExecutor: this task captures state, which cannot be sent to another process. "
                       "Pass a function pointer or a lambda that captures nothing, and pass the state as "
                       "arguments: ex.submit([](int x) { return x * 2; }, x)");
-        static_assert((encodable<Args> && ...),
+        // assert_encodable's own message (which type, and what to pass
+        // instead) comes first.
+        static_assert((detail::assert_encodable<Args>() && ...),
                       "crew::ProcessExecutor: an argument type cannot be encoded by crew::Codec; see the "
-                      "crew::Codec error below for which, and specialise crew::Codec<T> for your types");
-        static_assert(std::is_void_v<R> || encodable<R>,
+                      "crew::Codec error above for which, and specialise crew::Codec<T> for your types");
+        static_assert([] {
+            if constexpr (std::is_void_v<R>)
+                return true;
+            else
+                return detail::assert_encodable<R>();
+        }(),
                       "crew::ProcessExecutor: the task's result type cannot be encoded by crew::Codec; "
                       "specialise crew::Codec<T> for it");
+    }
+
+    // Encodes a call; the SharedArrays it names are pinned with it.
+    template <detail::Trampoline T, class Fn, class... Args>
+    detail::EncodedCall encode(const Fn& f, const Args&... args) const {
+        detail::EncodedCall call;
+        {
+            detail::PinScope scope(call.pins);
+            call.bytes = detail::encode_call<T>(f, args...);
+        }
+        return checked(std::move(call));
+    }
+
+    // An encoded call over the limit is refused here: a refused send is not
+    // a dead worker.
+    detail::EncodedCall checked(detail::EncodedCall call) const {
+        const std::size_t size = call.bytes.size();
+        if (size > options_.max_message_size)
+            throw ChannelError("crew: this task's encoded call is " + std::to_string(size) +
+                               " bytes, over Options::max_message_size (" +
+                               std::to_string(options_.max_message_size) +
+                               "); pass less data per task (or crew::SharedArray), or raise the limit");
+        if (options_.memory_limit != 0 && size >= options_.memory_limit)
+            throw ChannelError("crew: this task's encoded call is " + std::to_string(size) +
+                               " bytes, more than a worker may hold under Options::memory_limit (" +
+                               std::to_string(options_.memory_limit) + " bytes)");
+        return call;
+    }
+
+    template <class R, class In, class Fn>
+    Future<std::vector<R>> submit_chunk(Fn f, const std::vector<In>& slice) {
+        auto* task = new detail::ProcessTask<std::vector<R>>(encode<&detail::map_trampoline<Fn, In>>(f, slice),
+                                                             core_.counters());
+        enqueue(task, [task] { delete task; });
+        return detail::make_future<std::vector<R>>(task);
     }
 
     template <class Discard>
@@ -495,41 +564,56 @@ private:
         detail::WorkerProcess process;
         Endpoint channel;
         std::size_t tasks_run = 0;
+        bool started_a_task = false;
         [[nodiscard]] bool running() const noexcept { return process.running(); }
     };
 
-    enum class Wait { reply, died, timed_out };
+    /// One task of the batch in flight.
+    struct InFlight {
+        detail::RemoteJob* job;
+        std::uint64_t seq;
+        bool cancelled_here = false;  // shutdown won its control word
+    };
 
-    Worker start_worker() {
+    enum class Wait { reply, died, timed_out, stopped };
+
+    Worker start_worker(const detail::ControlBlock& control) {
         // Named references, not a structured binding: clang before 16 cannot
         // capture a binding in a lambda.
-        auto ends = Transport::pair(options_.max_message_size);
+        auto ends = Transport::pair(options_.max_message_size + detail::batch_overhead);
         Endpoint& parent_end = ends.first;
         Endpoint& child_end = ends.second;
-        if (server_) return Worker{server_->start(child_end), std::move(parent_end), 0};
-        if (options_.start.value_or(Start::spawn) == Start::spawn) {
-            const pid_t pid = detail::spawn_self(
-                [&] { return std::string(Transport::name) + "|" + child_end.export_handle() + "|" + config_.to_text(); },
-                [&] { child_end.close(); });
-            return Worker{detail::WorkerProcess(pid), std::move(parent_end), 0};
+        Worker w;
+        if (server_) {
+            w = Worker{server_->start(child_end), std::move(parent_end)};
+        } else if (options_.start.value_or(Start::spawn) == Start::spawn) {
+            w = Worker{detail::spawn_worker(
+                           [&] {
+                               return std::string(Transport::name) + "|" + child_end.export_handle() + "|" +
+                                      config_.to_text();
+                           },
+                           [&] { child_end.close(); }),
+                       std::move(parent_end)};
+        } else {
+            // Start::fork: the child runs on from here.
+            w = Worker{detail::fork_worker([&] {
+                           // A shared-memory end names the parent until the child
+                           // claims it: claim now, so a child that dies early is noticed.
+                           if constexpr (requires { child_end.bind_to_current_process(); })
+                               child_end.bind_to_current_process();
+                           detail::worker_main(child_end, config_);
+                       }),
+                       std::move(parent_end)};
         }
-        // Start::fork: the child runs on from here.
-        const pid_t parent = ::getpid();
-        std::unique_lock lock(detail::fork_mutex());
-        std::fflush(nullptr);  // else the child could flush our buffered output again
-        const pid_t pid = ::fork();
-        if (pid < 0) throw Error(std::string("crew: fork() failed: ") + std::strerror(errno));
-        if (pid == 0) {
-            // Die with the parent; the check closes the race with a parent
-            // that died before prctl.
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (::getppid() != parent) ::_exit(0);
-            // A shared-memory end names the parent until the child claims
-            // it: claim now, so a child that dies early is noticed.
-            if constexpr (requires { child_end.bind_to_current_process(); }) child_end.bind_to_current_process();
-            detail::worker_main(child_end, config_);
+        std::vector<std::byte> hello;
+        Writer h(hello);
+        control.write_hello(h);
+        try {
+            w.channel.send_bytes(hello);
+        } catch (const ChannelError&) {
+            reap(w, std::chrono::seconds(1));  // died at once; the first batch's send notices
         }
-        return Worker{detail::WorkerProcess(pid), std::move(parent_end), 0};
+        return w;
     }
 
     // Reaps `w`, giving it `grace` to exit on its own before SIGKILL.
@@ -549,12 +633,15 @@ private:
         reap(w, std::chrono::seconds(2));
     }
 
-    Wait await_reply(Worker& w, std::vector<std::byte>& reply, int& status) {
+    // Waits for the next reply of `w`; meanwhile checks that it lives, the
+    // task's deadline, and shutdown's cancel or kill (`on_stop` cancels what
+    // the worker has not begun; true: kill it now).
+    template <class OnStop>
+    Wait await_reply(Worker& w, std::vector<std::byte>& reply, int& status, OnStop on_stop) {
         std::optional<std::chrono::steady_clock::time_point> deadline;
-        if (options_.task_timeout.count() > 0)
-            deadline = std::chrono::steady_clock::now() +
-                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.task_timeout);
+        if (options_.task_timeout.count() > 0) deadline = detail::deadline_after(options_.task_timeout);
         for (;;) {
+            if (stop_.load(std::memory_order_acquire) != stop_none && on_stop()) return Wait::stopped;
             auto until = std::chrono::steady_clock::now() + liveness_poll;
             if (deadline && *deadline < until) until = *deadline;
             try {
@@ -564,6 +651,12 @@ private:
                 // either way it died with this task.
                 status = reap(w, std::chrono::seconds(1));
                 return Wait::died;
+            } catch (const std::bad_alloc&) {
+                // No memory here for the reply: the channel is mid-message, so
+                // this worker cannot go on; the task fails with bad_alloc.
+                w.process.kill();
+                reap(w, std::chrono::seconds(1));
+                throw;
             }
             if (w.process.exited(status)) {
                 w.channel.close();
@@ -573,109 +666,129 @@ private:
         }
     }
 
+    // Takes the next batch: jobs carried over from a worker that died, then
+    // what waits in the queue, a fair share of it (two tasks for two idle
+    // workers run side by side, not one after the other in one batch, while a
+    // flood of small tasks travels 64 to a message), and no more bytes than
+    // batch_bytes. False once the executor is shut down and drained.
+    bool gather(std::deque<detail::RemoteJob*>& carried, std::vector<detail::RemoteJob*>& batch, const Worker& worker) {
+        batch.clear();
+        std::size_t limit = detail::batch_limit;
+        if (options_.max_tasks_per_worker != 0)
+            limit = std::min(limit, options_.max_tasks_per_worker - worker.tasks_run);
+        std::size_t bytes = 0;
+        auto fits = [&](const detail::RemoteJob* j) {
+            return batch.empty() || (bytes + j->call.size() <= batch_bytes &&
+                                     bytes + j->call.size() <= options_.max_message_size);
+        };
+        while (!carried.empty() && batch.size() < limit && fits(carried.front())) {
+            bytes += carried.front()->call.size();
+            batch.push_back(carried.front());
+            carried.pop_front();
+        }
+        detail::Job* job = nullptr;
+        if (batch.empty()) {
+            idle_.fetch_add(1, std::memory_order_release);
+            const bool got = core_.take(job);
+            idle_.fetch_sub(1, std::memory_order_relaxed);
+            if (!got) return false;  // shut down and drained
+            queued_.fetch_sub(1, std::memory_order_relaxed);
+            auto* remote = static_cast<detail::RemoteJob*>(job);
+            if (remote->claim()) {
+                bytes += remote->call.size();
+                batch.push_back(remote);
+            }
+        }
+        const auto waiting = queued_.load(std::memory_order_relaxed);
+        const std::size_t share = waiting > 0 ? static_cast<std::size_t>(waiting) / size() : 0;
+        limit = std::min(limit, batch.size() + share);
+        while (batch.size() < limit && (batch.empty() || bytes < batch_bytes) && core_.try_take(job)) {
+            queued_.fetch_sub(1, std::memory_order_relaxed);
+            auto* remote = static_cast<detail::RemoteJob*>(job);
+            if (!remote->claim()) continue;
+            if (!fits(remote)) {  // travels in the next batch
+                carried.push_front(remote);
+                break;
+            }
+            bytes += remote->call.size();
+            batch.push_back(remote);
+        }
+        return true;
+    }
+
     void dispatch() noexcept {
         detail::current_dispatcher = this;
+        detail::inside_executor = true;
+        std::optional<detail::ControlBlock> control;
         Worker worker;
-        try {
-            worker = start_worker();
-        } catch (...) {
-            // Retried when the first task arrives, which then reports the error.
-        }
+        auto start_error = detail::capture_exception([&] {
+            control.emplace();
+            worker = start_worker(*control);
+        });
         std::deque<detail::RemoteJob*> carried;  // claimed, to re-send after a worker was replaced
         std::vector<detail::RemoteJob*> batch;
+        std::vector<InFlight> flight;
         std::vector<std::byte> message, reply;
+        std::uint64_t next_seq = 1;
         int failed_starts = 0;
         for (;;) {
-            batch.clear();
-            std::size_t limit = batch_limit;
-            if (options_.max_tasks_per_worker != 0)
-                limit = std::min(limit, options_.max_tasks_per_worker - worker.tasks_run);
-            while (!carried.empty() && batch.size() < limit) {
-                batch.push_back(carried.front());
-                carried.pop_front();
-            }
-            detail::Job* job = nullptr;
-            if (batch.empty()) {
-                idle_.fetch_add(1, std::memory_order_release);
-                const bool got = core_.take(job);
-                idle_.fetch_sub(1, std::memory_order_relaxed);
-                if (!got) break;  // shut down and drained
-                queued_.fetch_sub(1, std::memory_order_relaxed);
-                auto* remote = static_cast<detail::RemoteJob*>(job);
-                if (remote->claim()) batch.push_back(remote);
-            }
-            // Take a fair share of what waits, no more: two tasks for two idle
-            // workers run side by side, not one after the other in one batch,
-            // while a flood of small tasks travels 64 to a message.
-            const auto waiting = queued_.load(std::memory_order_relaxed);
-            const std::size_t share = waiting > 0 ? static_cast<std::size_t>(waiting) / size() : 0;
-            limit = std::min(limit, batch.size() + share);
-            while (batch.size() < limit && core_.try_take(job)) {
-                queued_.fetch_sub(1, std::memory_order_relaxed);
-                auto* remote = static_cast<detail::RemoteJob*>(job);
-                if (remote->claim()) batch.push_back(remote);
-            }
+            if (!gather(carried, batch, worker)) break;
             if (batch.empty()) continue;
-
+            if (stop_.load(std::memory_order_acquire) != stop_none) {
+                // Shut down with cancel or kill: nothing more starts.
+                for (auto* j : batch) cancel_unshipped(j);
+                continue;
+            }
             if (!worker.running()) {
-                auto error = detail::capture_exception([&] { worker = start_worker(); });
+                auto error = detail::capture_exception([&] {
+                    if (!control) control.emplace();
+                    worker = start_worker(*control);
+                });
                 if (error) {
                     for (auto* j : batch) j->fail(error);
                     continue;
                 }
             }
+            // Ship: arm each task's control word, then send the batch.
+            flight.clear();
             message.clear();
             Writer w(message);
             w.write_value(static_cast<std::uint32_t>(batch.size()));
-            for (std::size_t i = 0; i < batch.size(); ++i) {
-                w.write_value(static_cast<std::uint64_t>(i));
-                w.write(batch[i]->call.data(), batch[i]->call.size());
+            for (auto* j : batch) {
+                const std::uint64_t seq = next_seq++;
+                control->arm(seq);
+                w.write_value(seq);
+                w.write(j->call.data(), j->call.size());
+                flight.push_back({j, seq});
             }
+            for (auto& f : flight) {
+                f.job->shipped(&*control, f.seq);
+                detail::Shipping::count_start(*f.job);
+            }
+            bool sent = true;
             try {
                 worker.channel.send_bytes(message);
             } catch (const ChannelError&) {
+                sent = false;
+            } catch (const std::bad_alloc&) {
+                sent = false;
+            }
+            detail::trim(message);
+            if (!sent) {
                 // The worker died before taking this batch: blame no task.
                 reap(worker, std::chrono::seconds(1));
-                if (++failed_starts > 3) {
-                    batch.front()->fail(std::make_exception_ptr(
-                        WorkerDied("crew: worker processes die as soon as they start (see stderr); this task failed",
-                                   -1, 0)));
-                    batch.erase(batch.begin());
+                recall_from(flight, 0, carried, *control);
+                if (++failed_starts > 3 && !carried.empty()) {
+                    auto* first = carried.front();
+                    carried.pop_front();
+                    first->fail(std::make_exception_ptr(WorkerDied(
+                        "crew: worker processes die as soon as they start (see stderr); this task failed", -1, 0)));
                     failed_starts = 0;
                 }
-                carried.insert(carried.begin(), batch.begin(), batch.end());
                 continue;
             }
-            std::size_t done = 0;
-            const pid_t pid = worker.process.pid();
-            while (done < batch.size()) {
-                int status = 0;
-                Wait outcome = await_reply(worker, reply, status);
-                if (outcome == Wait::reply) {
-                    failed_starts = 0;
-                    finish(batch[done], reply);
-                    ++done;
-                    ++worker.tasks_run;
-                    continue;
-                }
-                std::exception_ptr error;
-                if (outcome == Wait::timed_out) {
-                    worker.process.kill();
-                    reap(worker, std::chrono::seconds(1));
-                    error = std::make_exception_ptr(
-                        Timeout("crew: the task ran past Options::task_timeout; its worker process was killed and "
-                                "replaced"));
-                } else {
-                    error = std::make_exception_ptr(WorkerDied(
-                        detail::describe_status(status, pid), WIFEXITED(status) ? WEXITSTATUS(status) : -1,
-                        WIFSIGNALED(status) ? WTERMSIG(status) : 0));
-                }
-                worker = Worker{};
-                batch[done]->fail(std::move(error));  // moved: this thread keeps no reference
-                ++done;
-                carried.insert(carried.begin(), batch.begin() + static_cast<std::ptrdiff_t>(done), batch.end());
-                break;
-            }
+            collect(worker, *control, flight, reply, carried, failed_starts);
+            detail::trim(reply);
             if (worker.running() && options_.max_tasks_per_worker != 0 &&
                 worker.tasks_run >= options_.max_tasks_per_worker) {
                 retire(worker);
@@ -683,20 +796,166 @@ private:
             }
         }
         if (worker.running()) retire(worker);
+        (void)start_error;  // reported when the first task arrives (the start is retried then)
     }
 
-    static void finish(detail::RemoteJob* job, const std::vector<std::byte>& reply) noexcept {
+    // A job taken from the queue after shutdown(cancel_pending or kill).
+    static void cancel_unshipped(detail::RemoteJob* j) noexcept {
+        if (j->was_shipped()) {  // carried after its worker died
+            j->cancelled_by_executor();
+            j->release_job();
+        } else {
+            j->abandon();
+        }
+    }
+
+    // Takes back the tasks of `flight` from `from` on, after their worker
+    // died: those it never began go back to the front of `carried` (for the
+    // next worker); those cancelled meanwhile are done.
+    static void recall_from(std::vector<InFlight>& flight, std::size_t from, std::deque<detail::RemoteJob*>& carried,
+                            detail::ControlBlock& control) {
+        for (std::size_t i = flight.size(); i-- > from;) {
+            auto& f = flight[i];
+            if (f.cancelled_here || !control.recall(f.seq)) {
+                f.job->release_job();  // cancelled, and published by whoever cancelled it
+                continue;
+            }
+            f.job->recalled();
+            carried.push_front(f.job);
+        }
+    }
+
+    // Receives the replies of the batch in flight and finishes each task;
+    // handles the worker's death, a timeout, and shutdown's cancel or kill.
+    void collect(Worker& worker, detail::ControlBlock& control, std::vector<InFlight>& flight,
+                 std::vector<std::byte>& reply, std::deque<detail::RemoteJob*>& carried, int& failed_starts) {
+        const pid_t pid = worker.process.pid();
+        std::size_t done = 0;
+        auto on_stop = [&] {
+            for (std::size_t i = done; i < flight.size(); ++i) {
+                auto& f = flight[i];
+                if (!f.cancelled_here && control.cancel(f.seq)) {
+                    f.cancelled_here = true;
+                    f.job->cancelled_by_executor();
+                }
+            }
+            return stop_.load(std::memory_order_acquire) == stop_kill;
+        };
+        while (done < flight.size()) {
+            int status = 0;
+            Wait outcome;
+            try {
+                outcome = await_reply(worker, reply, status, on_stop);
+            } catch (const std::bad_alloc&) {
+                worker = Worker{};
+                flight[done].job->fail(std::current_exception());
+                recall_from(flight, done + 1, carried, control);
+                return;
+            }
+            if (outcome == Wait::reply) {
+                failed_starts = 0;
+                worker.started_a_task = true;
+                if (!finish(flight[done], reply)) {
+                    // A reply for another task: the worker is broken (or
+                    // something wrote into its channel). It goes; this task
+                    // fails, the rest go to the next worker.
+                    worker.process.kill();
+                    reap(worker, std::chrono::seconds(1));
+                    worker = Worker{};
+                    flight[done].job->fail(std::make_exception_ptr(ChannelError(
+                        "crew: the worker process sent a reply that belongs to no task in flight (protocol "
+                        "violation: garbage in its channel?); it was replaced and this task failed")));
+                    recall_from(flight, done + 1, carried, control);
+                    return;
+                }
+                ++done;
+                ++worker.tasks_run;
+                continue;
+            }
+            // The worker is gone or must go. The task it had begun (if any)
+            // fails; those it never began go to the next worker.
+            std::exception_ptr error;
+            if (outcome == Wait::timed_out) {
+                worker.process.kill();
+                reap(worker, std::chrono::seconds(1));
+                error = std::make_exception_ptr(
+                    Timeout("crew: the task ran past Options::task_timeout; its worker process was killed and "
+                            "replaced"));
+            } else if (outcome == Wait::stopped) {
+                worker.process.kill();
+                reap(worker, std::chrono::seconds(1));
+                error = std::make_exception_ptr(
+                    Cancelled("crew: the task was stopped by shutdown(crew::Shutdown::kill); its worker process "
+                              "was killed"));
+            } else {
+                error = std::make_exception_ptr(WorkerDied(detail::describe_status(status, pid),
+                                                           WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                                                           WIFSIGNALED(status) ? WTERMSIG(status) : 0));
+            }
+            const bool had_started = worker.started_a_task;
+            worker = Worker{};
+            auto& current = flight[done];
+            if (current.cancelled_here || control.recall(current.seq)) {
+                // It had not begun: it is not the one that broke the worker.
+                if (current.cancelled_here) {
+                    current.job->release_job();
+                } else if (outcome == Wait::stopped) {
+                    current.job->cancelled_by_executor();
+                    current.job->release_job();
+                } else {
+                    current.job->recalled();
+                    carried.push_front(current.job);
+                    if (outcome == Wait::died && !had_started && ++failed_starts > 3) {
+                        carried.pop_front();
+                        current.job->fail(std::make_exception_ptr(WorkerDied(
+                            "crew: worker processes die as soon as they start (see stderr); this task failed", -1,
+                            0)));
+                        failed_starts = 0;
+                    }
+                }
+            } else if (outcome == Wait::stopped) {
+                current.job->cancelled_by_executor();
+                current.job->release_job();
+            } else {
+                current.job->fail(std::move(error));  // moved: this thread keeps no reference
+            }
+            ++done;
+            recall_from(flight, done, carried, control);
+            if (outcome == Wait::stopped)
+                while (!carried.empty()) {
+                    cancel_unshipped(carried.front());
+                    carried.pop_front();
+                }
+            return;
+        }
+    }
+
+    // Finishes the task in flight with `reply`; false when the reply names
+    // another task.
+    static bool finish(InFlight& f, const std::vector<std::byte>& reply) noexcept {
         std::exception_ptr outcome_error;
+        bool matched = true;
         auto error = detail::capture_exception([&] {
             Reader r(reply);
-            (void)r.read_value<std::uint64_t>();  // slot: replies come in order
-            auto outcome = static_cast<detail::Outcome>(r.read_value<std::uint8_t>());
-            if (outcome == detail::Outcome::value) return job->complete(r);
-            auto type = r.read_value<std::string>();
-            auto what = r.read_value<std::string>();
-            outcome_error = std::make_exception_ptr(RemoteError(std::move(type), std::move(what)));
+            const auto seq = r.read_value<std::uint64_t>();
+            const auto outcome = static_cast<detail::Outcome>(r.read_value<std::uint8_t>());
+            // seq 0: the worker could not even receive the task (out of memory).
+            if (seq != f.seq && !(seq == 0 && outcome == detail::Outcome::exception)) {
+                matched = false;
+                return;
+            }
+            if (outcome == detail::Outcome::value) return f.job->complete(r);
+            if (outcome == detail::Outcome::skipped) {
+                f.job->release_job();  // cancelled before it began; already published
+                return;
+            }
+            if (outcome != detail::Outcome::exception) throw CodecError("crew: unknown outcome in a worker's reply");
+            outcome_error = detail::decode_exception(r);
+            r.expect_end();
         });
-        if (error || outcome_error) job->fail(std::move(error ? error : outcome_error));
+        if (!matched) return false;
+        if (error || outcome_error) f.job->fail(std::move(error ? error : outcome_error));
+        return true;
     }
 
     Options options_;
@@ -704,6 +963,7 @@ private:
     Core core_;
     std::atomic<std::size_t> idle_{0};     // dispatchers waiting for a task
     std::atomic<std::ptrdiff_t> queued_{0};  // tasks waiting, approximately (batch sizing only)
+    std::atomic<int> stop_{stop_none};     // shutdown's cancel or kill, for tasks already shipped
     std::unique_ptr<detail::ForkServer> server_;  // Start::fork_server only
     std::mutex join_mutex_;
     std::vector<std::thread> dispatchers_;

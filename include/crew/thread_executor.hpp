@@ -12,11 +12,13 @@
 // waits, so nested waiting never deadlocks the pool, even with one worker.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <iterator>
 #include <mutex>
+#include <optional>
 #include <ranges>
 #include <thread>
 #include <tuple>
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include <crew/detail/executor_core.hpp>
+#include <crew/detail/imap.hpp>
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
@@ -36,18 +39,49 @@ namespace crew {
 
 namespace detail {
 
+/// Runs the call held in `call`, destroys it (what it captured goes now, not
+/// when the future goes), then publishes the result into `state`. True when
+/// the task returned normally.
+template <class R, class Call>
+bool invoke_and_publish(SharedState<R>& state, std::optional<Call>& call) noexcept {
+    auto invoke = [&] { return std::apply([](auto&... c) { return std::invoke(std::move(c)...); }, *call); };
+    if constexpr (std::is_void_v<R>) {
+        auto error = capture_exception(invoke);
+        call.reset();
+        if (error) {
+            state.publish_error(std::move(error));
+            return false;
+        }
+        state.publish_value();
+        return true;
+    } else {
+        std::optional<R> value;
+        auto error = capture_exception([&] { value.emplace(invoke()); });
+        call.reset();
+        if (error) {
+            state.publish_error(std::move(error));
+            return false;
+        }
+        state.publish_value(std::move(*value));
+        return true;
+    }
+}
+
 /// A submitted task: the callable, its arguments and its future's state in
 /// one allocation. References: the future's and the queue's.
 template <class R, class F, class... Args>
 class ThreadTask final : public SharedState<R>, public Job {
 public:
     template <class Fn, class... As>
-    explicit ThreadTask(Fn&& f, As&&... args)
-        : SharedState<R>(2), call_(std::forward<Fn>(f), std::forward<As>(args)...) {}
+    explicit ThreadTask(TaskCounters& counters, Fn&& f, As&&... args)
+        : SharedState<R>(2), counters_(counters) {
+        call_.emplace(std::forward<Fn>(f), std::forward<As>(args)...);
+    }
 
     void run() noexcept override {
         if (this->try_claim()) {
-            std::apply([this](auto&... call) { publish_invoke<R>(*this, std::move(call)...); }, call_);
+            counters_.started();
+            counters_.finished(invoke_and_publish<R>(*this, call_));
         }
         this->release();
     }
@@ -55,11 +89,19 @@ public:
         this->try_cancel();
         this->release();
     }
+    bool try_cancel() noexcept override {
+        if (!this->try_claim()) return this->status() == Status::cancelled;
+        call_.reset();
+        this->publish_cancelled();
+        counters_.cancelled();
+        return true;
+    }
 
 private:
     void destroy() noexcept override { delete this; }
 
-    std::tuple<F, Args...> call_;
+    TaskCounters& counters_;
+    std::optional<std::tuple<F, Args...>> call_;
 };
 
 /// A post()ed task: no future; an exception goes to the executor's reporter.
@@ -71,14 +113,17 @@ public:
         : core_(core), call_(std::forward<Fn>(f), std::forward<As>(args)...) {}
 
     void run() noexcept override {
-        try {
-            std::apply([](auto&... call) { std::invoke(std::move(call)...); }, call_);
-        } catch (...) {
-            core_.report(std::current_exception());
-        }
+        Core& core = core_;
+        core.counters().started();
+        auto error = capture_exception([this] { std::apply([](auto&... c) { std::invoke(std::move(c)...); }, call_); });
+        delete this;  // what the task captured goes before anyone learns it ran
+        if (error) core.report(std::move(error));
+        core.counters().finished(!error);
+    }
+    void abandon() noexcept override {
+        core_.counters().cancelled();
         delete this;
     }
-    void abandon() noexcept override { delete this; }
 
 private:
     Core& core_;
@@ -138,7 +183,7 @@ public:
     auto submit(F&& f, Args&&... args) -> Future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
         using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
         using Task = detail::ThreadTask<R, std::decay_t<F>, std::decay_t<Args>...>;
-        auto* task = new Task(std::forward<F>(f), std::forward<Args>(args)...);
+        auto* task = new Task(core_.counters(), std::forward<F>(f), std::forward<Args>(args)...);
         enqueue(task, [task] {
             task->release();
             task->release();
@@ -152,7 +197,7 @@ public:
     void post(F&& f, Args&&... args) {
         using Task = detail::PostedTask<Core, std::decay_t<F>, std::decay_t<Args>...>;
         auto* task = new Task(core_, std::forward<F>(f), std::forward<Args>(args)...);
-        enqueue(task, [task] { task->abandon(); });
+        enqueue(task, [task] { delete task; });
     }
 
     /// `f` applied to every input, results in input order. Inputs are split
@@ -195,12 +240,35 @@ public:
         return detail::join_chunks<R>(parts, n, submit_error);
     }
 
+    /// `f` over `inputs`, lazily: a single-pass range of results in input
+    /// order, each yielded as soon as it and those before it are ready.
+    /// Inputs (any input range, a view too) are drawn `options.chunk` at a
+    /// time, at most `options.in_flight` chunks ahead, so memory stays
+    /// bounded. A failure is thrown when its turn comes, after every earlier
+    /// result; the rest is cancelled. An lvalue range is referred to (keep it
+    /// alive while iterating); an rvalue one is kept in the range.
+    template <class F, std::ranges::input_range Range>
+    auto imap(F f, Range&& inputs, MapOptions options = {}) {
+        using In = std::ranges::range_value_t<std::views::all_t<Range>>;
+        using R = std::decay_t<std::invoke_result_t<F&, In&>>;
+        static_assert(!std::is_void_v<R>, "crew::imap: the function must return a value; use post() or submit() "
+                                          "for functions that return void");
+        return detail::make_imap<R>(
+            std::forward<Range>(inputs),
+            [this, f](std::vector<In>&& chunk) {
+                return submit([f, c = std::move(chunk)]() mutable { return detail::imap_run_chunk<R>(f, c); });
+            },
+            options, size());
+    }
+
     /// Stops taking work. `drain` runs everything already submitted;
     /// `cancel_pending` cancels what has not started (their futures throw
     /// crew::Cancelled). Waits for the workers to finish, except when called
     /// from one of them (the destructor joins then). Later submit/post/map
     /// throw crew::ExecutorShutdown. Safe to call more than once, from any
     /// thread.
+    /// Shutdown::kill is cancel_pending here: a thread cannot be stopped, so
+    /// running tasks finish.
     void shutdown(Shutdown how = Shutdown::drain) {
         core_.close(how);
         if (detail::current_wait_helper == &core_) return;  // a task must not join its own pool
@@ -208,6 +276,23 @@ public:
         for (auto& t : threads_)
             if (t.joinable()) t.join();
     }
+
+    /// Blocks until every task submitted or posted so far, and every task
+    /// those submitted, has finished (or was cancelled); the executor stays
+    /// usable. Throws crew::InvalidArgument from one of its own tasks (it
+    /// would wait for itself).
+    void wait_idle() { core_.wait_idle(nullptr, detail::current_wait_helper == &core_); }
+
+    /// wait_idle() for at most `d`; true when idle.
+    template <class Rep, class Period>
+    bool wait_idle_for(const std::chrono::duration<Rep, Period>& d) {
+        const auto deadline = detail::deadline_after(d);
+        return core_.wait_idle(&deadline, detail::current_wait_helper == &core_);
+    }
+
+    /// A snapshot of the counters: queued, running, completed, failed,
+    /// cancelled, workers.
+    [[nodiscard]] Stats stats() const noexcept { return core_.counters().snapshot(size()); }
 
     /// Number of worker threads.
     [[nodiscard]] std::size_t size() const noexcept { return threads_.size(); }
@@ -229,6 +314,8 @@ private:
         return o;
     }
 
+    // The core counts a job only once it is queued; a refused job is
+    // discarded here without counting.
     template <class Discard>
     void enqueue(detail::Job* job, Discard discard) {
         try {
@@ -241,6 +328,7 @@ private:
 
     void work(void (*initializer)()) {
         detail::current_wait_helper = &core_;
+        detail::inside_executor = true;
         if (initializer != nullptr) {
             try {
                 initializer();

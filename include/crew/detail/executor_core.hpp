@@ -6,6 +6,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -16,6 +20,7 @@
 #include <thread>
 #include <utility>
 
+#include <crew/detail/deadline.hpp>
 #include <crew/detail/demangle.hpp>
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
@@ -35,6 +40,127 @@ protected:
     ~Job() = default;
 };
 
+/// Set on every thread that belongs to a crew executor (a ThreadExecutor
+/// worker, a ProcessExecutor dispatcher): such a thread never waits for room
+/// in a queue (Options::max_pending), so executors posting into each other
+/// cannot deadlock.
+inline thread_local bool inside_executor = false;
+
+/// A futex-free wait for a condition another thread makes true: a waiter
+/// count lets the notifier skip the lock when nobody waits. The waiter's
+/// increment and the notifier's change are seq_cst, so one of them sees the
+/// other (no lost wake-up).
+class Waitable {
+public:
+    /// Blocks until `done()` or `deadline` (none: nullptr); true when done().
+    template <class Done>
+    bool wait_until(Done done, const std::chrono::steady_clock::time_point* deadline) {
+        if (done()) return true;
+        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        bool result;
+        {
+            std::unique_lock lock(mutex_);
+            if (deadline == nullptr) {
+                cv_.wait(lock, done);
+                result = true;
+            } else {
+                result = cv_.wait_until(lock, *deadline, done);
+            }
+        }
+        waiters_.fetch_sub(1, std::memory_order_relaxed);
+        return result;
+    }
+    /// Call after changing what waiters test (with a seq_cst store or RMW).
+    void notify() {
+        if (waiters_.load(std::memory_order_seq_cst) == 0) return;
+        std::lock_guard lock(mutex_);
+        cv_.notify_all();
+    }
+
+private:
+    std::atomic<int> waiters_{0};
+    std::mutex mutex_;
+    std::condition_variable cv_;
+};
+
+/// An executor's task counters (stats(), wait_idle(), max_pending). Every
+/// task and post passes through: queued -> (started -> finished) | cancelled.
+class TaskCounters {
+public:
+    void queued() noexcept {
+        outstanding_.fetch_add(1, std::memory_order_seq_cst);
+        queued_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    void started() noexcept {
+        queued_.fetch_sub(1, std::memory_order_seq_cst);
+        running_.fetch_add(1, std::memory_order_relaxed);
+        room_.notify();
+    }
+    /// A started task ended; `ok`: with a value.
+    void finished(bool ok) noexcept {
+        (ok ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
+        running_.fetch_sub(1, std::memory_order_relaxed);
+        done_one();
+    }
+    /// A queued task will never start.
+    void cancelled() noexcept {
+        queued_.fetch_sub(1, std::memory_order_seq_cst);
+        cancelled_.fetch_add(1, std::memory_order_relaxed);
+        room_.notify();
+        done_one();
+    }
+    /// A started task was stopped (Shutdown::kill): counted as cancelled.
+    void stopped() noexcept {
+        cancelled_.fetch_add(1, std::memory_order_relaxed);
+        running_.fetch_sub(1, std::memory_order_relaxed);
+        done_one();
+    }
+    /// A queued task was refused before it counted (enqueue threw).
+    void unqueued() noexcept {
+        queued_.fetch_sub(1, std::memory_order_seq_cst);
+        room_.notify();
+        done_one();
+    }
+
+    [[nodiscard]] Stats snapshot(std::size_t workers) const noexcept {
+        Stats s;
+        s.queued = clamp(queued_.load(std::memory_order_relaxed));
+        s.running = clamp(running_.load(std::memory_order_relaxed));
+        s.completed = completed_.load(std::memory_order_relaxed);
+        s.failed = failed_.load(std::memory_order_relaxed);
+        s.cancelled = cancelled_.load(std::memory_order_relaxed);
+        s.workers = workers;
+        return s;
+    }
+
+    /// Until nothing is queued or running; false at `deadline` (none: null).
+    bool wait_idle(const std::chrono::steady_clock::time_point* deadline) {
+        return idle_.wait_until([this] { return outstanding_.load(std::memory_order_seq_cst) <= 0; }, deadline);
+    }
+
+    /// Until fewer than `limit` tasks are queued, or `stop()`.
+    template <class Stop>
+    void wait_for_room(std::size_t limit, Stop stop) {
+        room_.wait_until(
+            [&] { return stop() || queued_.load(std::memory_order_seq_cst) < static_cast<std::ptrdiff_t>(limit); },
+            nullptr);
+    }
+    [[nodiscard]] std::size_t queued_now() const noexcept { return clamp(queued_.load(std::memory_order_relaxed)); }
+    void wake_room_waiters() { room_.notify(); }
+
+private:
+    static std::size_t clamp(std::ptrdiff_t v) noexcept { return v < 0 ? 0 : static_cast<std::size_t>(v); }
+    void done_one() noexcept {
+        if (outstanding_.fetch_sub(1, std::memory_order_seq_cst) == 1) idle_.notify();
+    }
+
+    std::atomic<std::ptrdiff_t> outstanding_{0};
+    std::atomic<std::ptrdiff_t> queued_{0};
+    std::atomic<std::ptrdiff_t> running_{0};
+    std::atomic<std::size_t> completed_{0}, failed_{0}, cancelled_{0};
+    Waitable idle_, room_;
+};
+
 /// Lets submitters in until close(), then waits for those already inside, so
 /// nothing is queued after the queue is closed.
 class SubmitGate {
@@ -46,15 +172,23 @@ public:
         }
         return true;
     }
-    void leave() noexcept { state_.fetch_sub(1, std::memory_order_release); }
+    void leave() noexcept {
+        if (state_.fetch_sub(1, std::memory_order_release) == (closed_bit | 1)) state_.notify_all();
+    }
 
     /// Shuts the gate, then waits until no submitter is inside; `help` runs
-    /// while waiting (a worker closing its own executor keeps draining).
-    template <class Help>
-    void close(Help help) noexcept {
+    /// while waiting (a worker closing its own executor keeps draining) and
+    /// `wake` wakes submitters that wait for room. Sleeps, never spins long.
+    template <class Help, class Wake>
+    void close(Help help, Wake wake) noexcept {
         state_.fetch_or(closed_bit, std::memory_order_acq_rel);
-        while ((state_.load(std::memory_order_acquire) & ~closed_bit) != 0)
-            if (!help()) std::this_thread::yield();
+        wake();
+        for (;;) {
+            const std::uint64_t s = state_.load(std::memory_order_acquire);
+            if ((s & ~closed_bit) == 0) return;
+            if (help()) continue;
+            state_.wait(s, std::memory_order_acquire);
+        }
     }
     [[nodiscard]] bool is_closed() const noexcept { return state_.load(std::memory_order_acquire) & closed_bit; }
 
@@ -99,41 +233,74 @@ std::vector<R> join_chunks(Chunks& chunks, std::size_t expected, std::exception_
     return results;
 }
 
+/// The queue of an executor: the Sync policy's bounded ring, with an
+/// overflow list behind it, so the queue is unbounded and no submitter ever
+/// blocks on it (Options::max_pending adds back-pressure for outside threads
+/// only). While the overflow holds anything, new jobs go behind it, and every
+/// consumer that frees a slot moves jobs from the overflow into the ring: jobs
+/// stay in submission order, and a consumer asleep on an empty ring is woken
+/// by the ring itself.
 template <sync::policy Sync>
 class ExecutorCore final : public WaitHelper {
 public:
     using Queue = typename Sync::template queue<Job*>;
 
     ExecutorCore(const Options& options, std::size_t queue_capacity)
-        : on_error_(options.on_error), queue_(queue_capacity) {}
+        : on_error_(options.on_error), max_pending_(options.max_pending), queue_(queue_capacity) {}
+
+    ~ExecutorCore() {
+        for (Job* job : overflow_) job->abandon();
+    }
 
     /// Queues `job`; throws crew::ExecutorShutdown (leaving `job` to the
-    /// caller) after shutdown began. Blocks while the queue is full; a worker
-    /// of this executor runs queued work instead of blocking.
+    /// caller) after shutdown began. Never blocks, except a thread outside
+    /// every executor while Options::max_pending tasks are queued.
     void enqueue(Job* job) {
         if (!gate_.enter()) throw ExecutorShutdown();
-        if (!queue_.try_push(std::move(job))) {
-            if (current_wait_helper == this) {
-                while (!queue_.try_push(std::move(job)))
-                    if (!run_one()) std::this_thread::yield();
-            } else {
-                queue_.push(std::move(job));
+        if (max_pending_ != 0 && !inside_executor && counters_.queued_now() >= max_pending_) {
+            counters_.wait_for_room(max_pending_, [this] { return gate_.is_closed(); });
+            if (gate_.is_closed()) {
+                gate_.leave();
+                throw ExecutorShutdown();
+            }
+        }
+        counters_.queued();
+        if (overflow_size_.load(std::memory_order_seq_cst) != 0 || !queue_.try_push(std::move(job))) {
+            try {
+                std::lock_guard lock(overflow_mutex_);
+                overflow_.push_back(job);
+                overflow_size_.fetch_add(1, std::memory_order_seq_cst);
+                std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with after_pop()
+                refill_locked();
+            } catch (...) {
+                counters_.unqueued();
+                gate_.leave();
+                throw;
             }
         }
         gate_.leave();
     }
 
     /// Next job for a consumer; blocks; false once closed and drained.
-    bool take(Job*& job) { return queue_.pop(job); }
-    bool try_take(Job*& job) { return queue_.try_pop(job); }
+    bool take(Job*& job) {
+        if (!queue_.pop(job)) return take_overflow(job);
+        after_pop();
+        return true;
+    }
+    bool try_take(Job*& job) {
+        if (!queue_.try_pop(job)) return take_overflow(job);
+        after_pop();
+        return true;
+    }
 
-    /// Refuses new work; with cancel_pending, cancels what has not started;
-    /// then lets consumers drain and stop.
+    /// Refuses new work; with cancel_pending or kill, cancels what has not
+    /// started; then lets consumers drain and stop.
     void close(Shutdown how) noexcept {
-        gate_.close([this] { return current_wait_helper == this && run_one(); });
-        if (how == Shutdown::cancel_pending) {
+        gate_.close([this] { return current_wait_helper == this && run_one(); },
+                    [this] { counters_.wake_room_waiters(); });
+        if (how != Shutdown::drain) {
             Job* job = nullptr;
-            while (queue_.try_pop(job)) job->abandon();
+            while (try_take(job)) job->abandon();
         }
         queue_.close();
     }
@@ -142,9 +309,21 @@ public:
     /// WaitHelper: a worker blocked on a future runs a queued job instead.
     bool run_one() override {
         Job* job = nullptr;
-        if (!queue_.try_pop(job)) return false;
+        if (!try_take(job)) return false;
         job->run();
         return true;
+    }
+
+    TaskCounters& counters() noexcept { return counters_; }
+    const TaskCounters& counters() const noexcept { return counters_; }
+
+    /// wait_idle(): refuses to wait from a thread of this executor (the task
+    /// calling it would wait for itself).
+    bool wait_idle(const std::chrono::steady_clock::time_point* deadline, bool on_own_thread) {
+        if (on_own_thread)
+            throw InvalidArgument("crew: wait_idle() called from a task or continuation of the same executor "
+                                  "would wait for itself; call it from outside the executor");
+        return counters_.wait_idle(deadline);
     }
 
     /// An exception escaped a post()ed task: Options::on_error, else stderr.
@@ -165,9 +344,41 @@ public:
     }
 
 private:
+    // A consumer freed a slot: move waiting overflow jobs into the ring. The
+    // fence pairs with the one in enqueue's seq_cst increment: either the
+    // producer's try_push saw our pop, or we see its overflow.
+    void after_pop() {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        if (overflow_size_.load(std::memory_order_relaxed) == 0) return;
+        std::lock_guard lock(overflow_mutex_);
+        refill_locked();
+    }
+    bool take_overflow(Job*& job) {
+        if (overflow_size_.load(std::memory_order_seq_cst) == 0) return false;
+        std::lock_guard lock(overflow_mutex_);
+        if (overflow_.empty()) return false;
+        job = overflow_.front();
+        overflow_.pop_front();
+        overflow_size_.fetch_sub(1, std::memory_order_seq_cst);
+        return true;
+    }
+    void refill_locked() {
+        while (!overflow_.empty()) {
+            Job* next = overflow_.front();
+            if (!queue_.try_push(std::move(next))) return;
+            overflow_.pop_front();
+            overflow_size_.fetch_sub(1, std::memory_order_seq_cst);
+        }
+    }
+
     std::function<void(std::exception_ptr)> on_error_;
+    std::size_t max_pending_;
     SubmitGate gate_;
+    TaskCounters counters_;
     Queue queue_;
+    std::mutex overflow_mutex_;
+    std::deque<Job*> overflow_;
+    std::atomic<std::size_t> overflow_size_{0};
 };
 
 }  // namespace crew::detail

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <string>
@@ -26,6 +27,8 @@
 #include <crew/codec.hpp>
 #include <crew/detail/code_ref.hpp>
 #include <crew/detail/demangle.hpp>
+#include <crew/detail/remote_exception.hpp>
+#include <crew/errors.hpp>
 
 namespace crew {
 
@@ -45,10 +48,23 @@ struct Codec<detail::CodeRef> {
 };
 
 namespace detail {
+struct RawReply;
+}
+
+/// Takes every byte left: a RawReply is the rest of a message.
+template <>
+struct Codec<detail::RawReply>;
+
+namespace detail {
 
 using Trampoline = void (*)(Reader& arguments, Writer& result);
 
-enum class Outcome : std::uint8_t { value = 0, exception = 1 };
+enum class Outcome : std::uint8_t { value = 0, exception = 1, skipped = 2 };
+
+/// A result kept encoded (crew's own engines forward it as it is).
+struct RawReply {
+    std::vector<std::byte> bytes;
+};
 
 /// A callable a worker process can run: a function pointer, or a stateless
 /// class (a lambda that captures nothing).
@@ -104,19 +120,20 @@ const CodeRef& trampoline_ref() {
     return ref;
 }
 
-/// Encodes one call: trampoline, callable, arguments.
+/// Encodes one call: trampoline, callable, arguments, straight into the
+/// bytes that are sent (the length is patched in afterwards).
 template <Trampoline T, class F, class... Args>
 std::vector<std::byte> encode_call(const F& f, const Args&... args) {
     std::vector<std::byte> bytes;
     bytes.reserve(64);
     Writer w(bytes);
     w.write_value(trampoline_ref<T>());
-    std::vector<std::byte> payload;
-    Writer p(payload);
-    encode_callable(p, f);
-    (p.write_value(args), ...);
-    w.write_value(static_cast<std::uint64_t>(payload.size()));
-    w.write(payload.data(), payload.size());
+    const std::size_t length_at = bytes.size();
+    w.write_value(std::uint64_t{0});
+    encode_callable(w, f);
+    (w.write_value(args), ...);
+    const auto n = static_cast<std::uint64_t>(bytes.size() - length_at - sizeof(std::uint64_t));
+    std::memcpy(bytes.data() + length_at, &n, sizeof n);
     return bytes;
 }
 
@@ -127,19 +144,30 @@ inline void run_call(std::uint64_t slot, Reader& in, std::vector<std::byte>& out
     w.write_value(slot);
     const std::size_t outcome_at = out.size();
     w.write_value(static_cast<std::uint8_t>(Outcome::value));
+    // The call's bytes are taken off the batch first, so a call that fails
+    // to resolve or decode leaves the next call of the batch where it was.
+    const auto code = in.read_value<CodeRef>();
+    Reader arguments(in.take(static_cast<std::size_t>(in.read_value<std::uint64_t>())));
     try {
-        auto trampoline = reinterpret_cast<Trampoline>(const_cast<void*>(ModuleTable::resolve(in.read_value<CodeRef>())));
-        auto n = in.read_value<std::uint64_t>();
-        Reader arguments(in.take(static_cast<std::size_t>(n)));
+        auto trampoline = reinterpret_cast<Trampoline>(const_cast<void*>(ModuleTable::resolve(code)));
         trampoline(arguments, w);
     } catch (...) {
-        auto info = describe(std::current_exception());
         out.resize(outcome_at);
         w.write_value(static_cast<std::uint8_t>(Outcome::exception));
-        w.write_value(info.type_name);
-        w.write_value(info.what);
+        encode_exception(w, std::current_exception());
     }
 }
 
 }  // namespace detail
+
+template <>
+struct Codec<detail::RawReply> {
+    static constexpr std::size_t min_encoded_size = 0;
+    static void encode(Writer& w, const detail::RawReply& r) { w.write(r.bytes.data(), r.bytes.size()); }
+    static detail::RawReply decode(Reader& r) {
+        auto rest = r.take(r.remaining());
+        return {std::vector<std::byte>(rest.begin(), rest.end())};
+    }
+};
+
 }  // namespace crew

@@ -107,12 +107,17 @@ public:
     }
 
     /// Claims a pending state and publishes it as cancelled. True when the
-    /// task had not started and now never will.
-    bool try_cancel() noexcept {
-        if (!try_claim()) return false;
-        publish_error(std::make_exception_ptr(Cancelled{}), Status::cancelled);
+    /// task had not started and now never will (also when it was cancelled
+    /// before). A task shipped to a worker process overrides this to cancel
+    /// there too, until the worker starts it.
+    virtual bool try_cancel() noexcept {
+        if (!try_claim()) return status() == Status::cancelled;
+        publish_cancelled();
         return true;
     }
+
+    /// Claimant only: publish crew::Cancelled.
+    void publish_cancelled() noexcept { publish_error(std::make_exception_ptr(Cancelled{}), Status::cancelled); }
 
     /// Claimant only: publish an exception.
     void publish_error(std::exception_ptr e, Status s = Status::error) noexcept {

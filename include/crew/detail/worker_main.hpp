@@ -1,0 +1,244 @@
+// crew/detail/worker_main.hpp — the worker process's side of a
+// ProcessExecutor: its start-up (limits, initializer), its loop over batches
+// (detail/wire.hpp), and how a fresh copy of the program finds out, from
+// crew::Session, that its parent started it as a worker and which channel it
+// serves.
+#pragma once
+
+#include <cerrno>
+#include <charconv>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <crew/codec.hpp>
+#include <crew/detail/peer_fd.hpp>
+#include <crew/detail/remote_call.hpp>
+#include <crew/detail/shared_state.hpp>
+#include <crew/detail/wire.hpp>
+#include <crew/detail/worker_process.hpp>
+#include <crew/errors.hpp>
+#include <crew/ipc/message_queue.hpp>
+#include <crew/ipc/pipe.hpp>
+#include <crew/ipc/shared_memory.hpp>
+#include <crew/ipc/socket.hpp>
+#include <crew/session.hpp>
+#include <crew/sync/mutex.hpp>
+#include <crew/sync/semaphore.hpp>
+
+namespace crew::detail {
+
+/// What a worker needs to know at start.
+struct WorkerConfig {
+    bool has_initializer = false;
+    CodeRef initializer;
+    std::uint64_t memory_limit = 0;
+    std::uint64_t max_message = 0;
+
+    std::string to_text() const {
+        return std::to_string(has_initializer) + ":" + std::to_string(initializer.module) + ":" +
+               std::to_string(initializer.offset) + ":" + std::to_string(memory_limit) + ":" +
+               std::to_string(max_message);
+    }
+    static bool from_text(std::string_view text, WorkerConfig& out) {
+        std::uint64_t v[5];
+        for (auto& x : v) {
+            auto colon = text.find(':');
+            std::string part(text.substr(0, colon));
+            char* end = nullptr;
+            errno = 0;
+            x = std::strtoull(part.c_str(), &end, 10);
+            if (part.empty() || *end != '\0' || errno != 0) return false;
+            text = colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
+        }
+        out.has_initializer = v[0] != 0;
+        out.initializer = {v[1], v[2]};
+        out.memory_limit = v[3];
+        out.max_message = v[4];
+        return true;
+    }
+};
+
+/// A reply that reports `error` for task `seq`.
+inline void write_failure_reply(std::vector<std::byte>& out, std::uint64_t seq, const std::exception_ptr& error) {
+    out.clear();
+    Writer w(out);
+    w.write_value(seq);
+    w.write_value(static_cast<std::uint8_t>(Outcome::exception));
+    encode_exception(w, error);
+}
+
+/// Buffers larger than this are released after use, so one large task does
+/// not keep its memory for the life of the worker (or the executor).
+inline constexpr std::size_t keep_buffer_bytes = std::size_t{4} << 20;
+
+inline void trim(std::vector<std::byte>& buffer) {
+    if (buffer.capacity() > keep_buffer_bytes) std::vector<std::byte>().swap(buffer);
+}
+
+/// The worker process: attach the control block, then run batches until told
+/// to stop or the parent is gone.
+template <class Endpoint>
+[[noreturn]] void worker_main(Endpoint& channel, const WorkerConfig& config) noexcept {
+    if (config.memory_limit != 0) {
+        rlimit limit{config.memory_limit, config.memory_limit};
+        ::setrlimit(RLIMIT_AS, &limit);
+    }
+    std::exception_ptr init_error;
+    if (config.has_initializer) {
+        init_error = capture_exception(
+            [&] { reinterpret_cast<void (*)()>(const_cast<void*>(ModuleTable::resolve(config.initializer)))(); });
+        if (init_error) {
+            auto info = describe(init_error);
+            init_error = std::make_exception_ptr(
+                Error("crew: the worker's initializer threw " + info.type_name + ": " + info.what));
+        }
+    }
+    std::vector<std::byte> in, out;
+    std::vector<std::shared_ptr<const void>> result_pins;  // keeps returned SharedArrays until the parent has them
+    try {
+        channel.receive_bytes(in);
+        Reader hello(in);
+        if (hello.read_value<std::uint32_t>() != hello_magic)
+            throw ChannelError("crew: the worker's first message is not a hello");
+        ControlBlock control = ControlBlock::attach(hello);
+        for (;;) {
+            try {
+                channel.receive_bytes(in);
+            } catch (const std::bad_alloc&) {
+                // Too large for Options::memory_limit: say so for the task at
+                // hand (seq 0 names "the task the parent waits for"), then go.
+                write_failure_reply(
+                    out, 0,
+                    std::make_exception_ptr(ChannelError(
+                        "crew: the worker process ran out of memory receiving this task's arguments "
+                        "(Options::memory_limit is " + std::to_string(config.memory_limit) +
+                        " bytes); raise the limit or pass less data")));
+                channel.send_bytes(out);
+                break;
+            }
+            // The parent decoded every result of the last batch before it sent
+            // this one: the SharedArrays those results named can go now.
+            result_pins.clear();
+            Reader batch(in);
+            auto count = batch.read_value<std::uint32_t>();
+            if (count == 0) break;  // the parent retires this worker
+            for (std::uint32_t i = 0; i < count; ++i) {
+                const auto seq = batch.read_value<std::uint64_t>();
+                if (!control.claim(seq)) {  // cancelled before it started
+                    (void)batch.read_value<CodeRef>();
+                    (void)batch.take(static_cast<std::size_t>(batch.read_value<std::uint64_t>()));
+                    out.clear();
+                    Writer w(out);
+                    w.write_value(seq);
+                    w.write_value(static_cast<std::uint8_t>(Outcome::skipped));
+                } else if (init_error) {  // every task reports the initializer's failure
+                    (void)batch.read_value<CodeRef>();
+                    (void)batch.take(static_cast<std::size_t>(batch.read_value<std::uint64_t>()));
+                    write_failure_reply(out, seq, init_error);
+                } else {
+                    PinScope pin(result_pins);
+                    run_call(seq, batch, out);
+                    if (out.size() > config.max_message)
+                        write_failure_reply(
+                            out, seq,
+                            std::make_exception_ptr(ChannelError(
+                                "crew: the task's result is " + std::to_string(out.size()) +
+                                " bytes encoded, over Options::max_message_size (" +
+                                std::to_string(config.max_message) + "); the worker is fine")));
+                }
+                channel.send_bytes(out);
+                trim(out);
+            }
+            trim(in);
+        }
+    } catch (...) {
+        // The parent is gone or sent garbage: nothing to report to; exit.
+    }
+    std::fflush(nullptr);
+    ::_exit(0);
+}
+
+template <class Channel>
+[[noreturn]] void serve_exported(std::string_view handle, const WorkerConfig& config) {
+    try {
+        auto endpoint = Channel::Endpoint::import_handle(handle, config.max_message + batch_overhead);
+        worker_main(endpoint, config);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "crew: the worker cannot open its channel: %s\n", e.what());
+    }
+    ::_exit(126);
+}
+
+/// The channels a spawned worker can serve: it is a fresh copy of the
+/// program, so it must find the channel type from its name.
+using spawnable_channels =
+    std::tuple<ipc::SharedMemory, ipc::BasicSharedMemory<sync::Mutex>, ipc::BasicSharedMemory<sync::Semaphore>,
+               ipc::Pipe, ipc::Socket, ipc::MessageQueue>;
+
+template <class Channel>
+inline constexpr bool is_spawnable = []<class... Cs>(std::tuple<Cs...>*) {
+    return (std::is_same_v<Channel, Cs> || ...);
+}(static_cast<spawnable_channels*>(nullptr));
+
+/// Serves an exported channel end ("<channel name>:...") as a worker.
+[[noreturn]] inline void serve_handle(std::string_view handle, const WorkerConfig& config) {
+    const std::string_view channel = handle.substr(0, handle.find(':'));
+    [&]<class... Cs>(std::tuple<Cs...>*) {
+        ((channel == Cs::name ? serve_exported<Cs>(handle, config) : void()), ...);
+    }(static_cast<spawnable_channels*>(nullptr));
+    std::fprintf(stderr, "crew: the worker was asked to serve an unknown channel \"%.*s\"\n",
+                 static_cast<int>(channel.size()), channel.data());
+    ::_exit(126);
+}
+
+[[noreturn]] inline void malformed_request(std::string_view why) {
+    std::fprintf(stderr, "crew: this process was started as a crew worker, but its request is malformed (%.*s)\n",
+                 static_cast<int>(why.size()), why.data());
+    ::_exit(126);
+}
+
+/// Called by crew::Session: when this process was started by its own parent
+/// as a worker (Start::spawn) or fork server, serves and never returns; else
+/// returns at once. The request is "<what>|<handle>|<config>": a channel
+/// name and an exported end, or "forkserver" and its control fd.
+inline void serve_if_requested() {
+    auto request = take_worker_request();
+    if (!request) return;
+    const std::string& text = *request;
+    auto first = text.find('|'), second = text.rfind('|');
+    WorkerConfig config;
+    if (first == std::string::npos || second == first) malformed_request("expected <what>|<handle>|<config>");
+    if (!WorkerConfig::from_text(std::string_view(text).substr(second + 1), config))
+        malformed_request("bad worker configuration");
+    std::string_view what = std::string_view(text).substr(0, first);
+    std::string_view handle = std::string_view(text).substr(first + 1, second - first - 1);
+    if (what == ForkServer::name) {
+        int control = -1;
+        auto [end, ec] = std::from_chars(handle.data(), handle.data() + handle.size(), control);
+        if (ec != std::errc{} || end != handle.data() + handle.size() || control < 3)
+            malformed_request("bad fork server control descriptor");
+        ::fcntl(control, F_SETFD, FD_CLOEXEC);
+        run_fork_server(control, [&](std::string_view worker_handle) { serve_handle(worker_handle, config); });
+    }
+    serve_handle(handle, config);
+}
+
+// crew::Session calls serve_if_requested() (set during static
+// initialisation: only a pointer is stored, nothing runs before main).
+inline const bool session_serves_workers = (serve_if_worker = &serve_if_requested, true);
+
+}  // namespace crew::detail
