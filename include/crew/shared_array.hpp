@@ -84,6 +84,7 @@
 #include <unistd.h>
 
 #include <crew/codec.hpp>
+#include <crew/detail/fd_util.hpp>
 #include <crew/detail/peer_fd.hpp>
 #include <crew/errors.hpp>
 
@@ -276,6 +277,7 @@ private:
         constexpr unsigned noexec_seal = 0x0008U;
         int fd = ::memfd_create("crew-shared-array", MFD_CLOEXEC | MFD_ALLOW_SEALING | noexec_seal);
         if (fd < 0 && errno == EINVAL) fd = ::memfd_create("crew-shared-array", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        fd = above_stdio(fd);
         if (fd < 0)
             throw ChannelError(std::string("crew::SharedArray: cannot create shared memory (memfd_create: ") +
                                std::strerror(errno) +

@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <crew/detail/fd_util.hpp>
 #include <crew/errors.hpp>
 
 namespace crew::detail {
@@ -116,6 +117,8 @@ inline int open_peer_fd(const PeerFd& p, int flags, struct stat* st = nullptr) n
         fd = ::open(path, flags | O_CLOEXEC | O_NOCTTY);
     } while (fd < 0 && errno == EINTR);
     if (fd < 0) return errno == ENOENT || errno == ESRCH ? -ENOENT : -errno;
+    fd = above_stdio(fd);
+    if (fd < 0) return -errno;
     struct stat own {};
     if (st == nullptr) st = &own;
     if (::fstat(fd, st) != 0) {
