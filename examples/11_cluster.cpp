@@ -4,7 +4,7 @@
 // Build (needs Open MPI: Debian's openmpi-bin and libopenmpi-dev) and run on
 // this machine, MPI traffic kept on loopback, with two ranks that serve:
 //
-//   OMPI_MCA_btl=self,vader OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo \
+//   export OMPI_MCA_btl=self,vader OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
 //   OMPI_MCA_rmaps_base_oversubscribe=1 mpirun -n 3 ./example_11_cluster
 //
 // (As root in a container, add OMPI_ALLOW_RUN_AS_ROOT=1

@@ -67,6 +67,7 @@
 #include <crew/detail/mpi_rank.hpp>
 #include <crew/detail/mpi_wire.hpp>
 #include <crew/detail/remote_call.hpp>
+#include <crew/detail/remote_exception.hpp>
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
@@ -788,7 +789,7 @@ private:
             if (outcome == detail::Outcome::value) return;
             if (outcome != detail::Outcome::exception)
                 throw ChannelError("crew: an MPI rank sent a worker reply of unknown kind");
-            outcome_error = detail::read_exception(reply);  // as ProcessExecutor rebuilds it
+            outcome_error = detail::decode_exception(reply);  // as ProcessExecutor rebuilds it
         });
         if (error || outcome_error) {
             job->fail(std::move(error ? error : outcome_error));

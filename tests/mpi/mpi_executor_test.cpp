@@ -94,10 +94,7 @@ TEST_CASE("exceptions cross ranks", "[mpi]") {
     CHECK_THROWS_WITH(ex.submit(throws_invalid).get(), Catch::Contains("bad input on a rank"));
 }
 
-// [!mayfail] until detail::write_exception / read_exception (the worker
-// reply's exception, shared with ProcessExecutor) carry typed exceptions
-// (detail/remote_exception.hpp); then drop the tag.
-TEST_CASE("std::invalid_argument from a rank is caught as itself", "[mpi][!mayfail]") {
+TEST_CASE("std::invalid_argument from a rank is caught as itself", "[mpi]") {
     Mpi ex(2);
     CHECK_THROWS_AS(ex.submit(throws_invalid).get(), std::invalid_argument);
     CHECK(ex.submit(square, 3).get() == 9);
