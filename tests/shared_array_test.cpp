@@ -254,6 +254,30 @@ TEST_CASE("the SharedArray codec sends a small handle to the same memory", "[sha
     CHECK_THROWS_AS(crew::decode<crew::SharedArray<std::uint32_t>>(wrong), crew::CodecError);
 }
 
+namespace {
+struct Frame {  // a plain struct: crew::Codec encodes it member by member
+    crew::SharedArray<float> pixels;
+    int width = 0;
+    std::string label;
+};
+}  // namespace
+
+TEST_CASE("a SharedArray inside a struct or a container travels as a handle", "[shared_array][codec]") {
+    Frame f{crew::SharedArray<float>(64), 8, "frame"};
+    f.pixels[63] = 2.5f;
+    auto back = crew::decode<Frame>(crew::encode(f));
+    CHECK(back.width == 8);
+    CHECK(back.label == "frame");
+    CHECK(back.pixels.data() == f.pixels.data());
+    CHECK(back.pixels[63] == 2.5f);
+
+    std::vector<crew::SharedArray<int>> many(3, crew::SharedArray<int>(5));
+    auto again = crew::decode<std::vector<crew::SharedArray<int>>>(crew::encode(many));
+    REQUIRE(again.size() == 3);
+    again[2][4] = 9;
+    CHECK(many[0][4] == 9);  // all three are one array
+}
+
 TEST_CASE("decoding a SharedArray its sender let go of throws CodecError", "[shared_array][codec]") {
     std::vector<std::byte> bytes;
     {
