@@ -1,6 +1,7 @@
 // crew::SharedArray: in this process, through its codec across fork(), and as
 // a task's argument and result on both executors, every channel and start
 // method; leaves no name in /dev/shm and no descriptor behind.
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
 #include <ranges>
@@ -293,6 +295,18 @@ TEST_CASE("decoding a SharedArray its sender let go of throws CodecError", "[sha
     // Its descriptor number reused by another file: told apart, not opened.
     crew::SharedArray<int> other(100);
     CHECK_THROWS_AS(crew::decode<crew::SharedArray<int>>(bytes), crew::CodecError);
+
+    // A handle naming something else than shared memory (here a pipe of
+    // ours): refused before it is opened.
+    int p[2];
+    REQUIRE(::pipe(p) == 0);
+    const crew::detail::PeerFd pipe_end = crew::detail::export_fd(p[0]);
+    CHECK(crew::detail::open_peer_fd(pipe_end, O_RDWR) == -EINVAL);
+    auto forged = crew::encode(other);
+    std::memcpy(forged.data() + 24, &pipe_end, sizeof pipe_end);
+    CHECK_THROWS_AS(crew::decode<crew::SharedArray<int>>(forged), crew::CodecError);
+    ::close(p[0]);
+    ::close(p[1]);
 }
 
 TEST_CASE("the pin sink keeps an encoded SharedArray alive after its handles go", "[shared_array][codec]") {

@@ -98,11 +98,12 @@ inline PeerFd export_fd(int fd) {
                   static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
 }
 
-/// Opens the file `p` describes, with `flags` (O_RDWR, O_RDONLY; O_CLOEXEC
-/// and O_NOCTTY are always added). Returns the new descriptor, or a negative
-/// errno:
+/// Opens the regular file `p` describes, with `flags` (O_RDWR, O_RDONLY;
+/// O_CLOEXEC and O_NOCTTY are always added). Returns the new descriptor, or a
+/// negative errno:
 ///   -ENOENT  the process has exited or no longer holds that descriptor;
 ///   -ESTALE  the descriptor number now names another file;
+///   -EINVAL  it names something other than a regular file (never opened);
 ///   -EACCES / -EPERM  this process may not look into the other's /proc;
 ///   others   as open(2).
 /// When `st` is given, it receives the opened file's fstat.
@@ -112,6 +113,15 @@ inline int open_peer_fd(const PeerFd& p, int flags, struct stat* st = nullptr) n
     char path[64];
     const int len = std::snprintf(path, sizeof path, "/proc/%d/fd/%d", static_cast<int>(p.pid), static_cast<int>(p.fd));
     if (len <= 0 || static_cast<std::size_t>(len) >= sizeof path) return -EINVAL;
+    // stat() first: it follows the link without opening, so a peer that names
+    // a pipe, socket or device of its own (or one of ours) is refused before
+    // anything is opened. The fstat after open() closes the race with a
+    // descriptor swapped in between.
+    struct stat before {};
+    if (::stat(path, &before) != 0) return errno == ENOENT || errno == ESRCH ? -ENOENT : -errno;
+    if (static_cast<std::uint64_t>(before.st_dev) != p.dev || static_cast<std::uint64_t>(before.st_ino) != p.ino)
+        return -ESTALE;
+    if (!S_ISREG(before.st_mode)) return -EINVAL;
     int fd;
     do {
         fd = ::open(path, flags | O_CLOEXEC | O_NOCTTY);
