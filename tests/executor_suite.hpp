@@ -6,7 +6,11 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <atomic>
+#include <mutex>
 #include <optional>
+#include <ranges>
+#include <system_error>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -16,6 +20,7 @@
 #include <crew/crew.hpp>
 
 #include "catch.hpp"
+#include "test_support.hpp"
 
 namespace suite {
 
@@ -32,6 +37,20 @@ inline int fail_on(int x) {
     return x;
 }
 inline int always_throws() { throw std::invalid_argument("boom from a task"); }
+inline int throws_out_of_range(int i) { return std::vector<int>{1, 2, 3}.at(static_cast<std::size_t>(i)); }
+inline int throws_system_error() { throw std::system_error(std::make_error_code(std::errc::permission_denied), "open"); }
+
+/// A user exception registered with crew::register_exception.
+struct Registered : std::runtime_error {
+    explicit Registered(const std::string& what) : std::runtime_error(what) {}
+};
+/// A user exception nobody registered.
+struct Unregistered : std::runtime_error {
+    explicit Unregistered(const std::string& what) : std::runtime_error(what) {}
+};
+inline int throws_registered() { throw Registered("registered failure"); }
+inline int throws_unregistered() { throw Unregistered("unregistered failure"); }
+
 
 }  // namespace suite
 
@@ -322,4 +341,150 @@ TEMPLATE_TEST_CASE("throwing continuations, submitting from a continuation, drop
     // Futures dropped unwaited: the tasks still run, nothing leaks or hangs.
     for (int i = 0; i < 200; ++i) (void)ex.submit(suite::square, i);
     CHECK(ex.submit(suite::add, 1, 2).get() == 3);
+}
+
+TEMPLATE_TEST_CASE("exceptions come back as their own types", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    crew::register_exception<suite::Registered>();
+    TestType ex(1);
+    CHECK_THROWS_AS(ex.submit(suite::always_throws).get(), std::invalid_argument);
+    CHECK_THROWS_AS(ex.submit(suite::throws_out_of_range, 7).get(), std::out_of_range);
+    try {
+        ex.submit(suite::throws_system_error).get();
+        FAIL("expected std::system_error");
+    } catch (const std::system_error& e) {
+        CHECK(e.code() == std::make_error_code(std::errc::permission_denied));
+    }
+    try {
+        ex.submit(suite::throws_registered).get();
+        FAIL("expected suite::Registered");
+    } catch (const suite::Registered& e) {
+        CHECK(std::string(e.what()).find("registered failure") != std::string::npos);
+    }
+    // Unregistered: itself on threads, crew::RemoteError (a std::runtime_error
+    // too) across processes, with the type's name and message.
+    try {
+        ex.submit(suite::throws_unregistered).get();
+        FAIL("expected a std::runtime_error");
+    } catch (const crew::RemoteError& e) {
+        CHECK(e.type_name().find("Unregistered") != std::string::npos);
+        CHECK(e.message() == "unregistered failure");
+    } catch (const std::runtime_error& e) {
+        CHECK(std::string(e.what()) == "unregistered failure");
+    }
+}
+
+TEMPLATE_TEST_CASE("cancel stops every task a worker has not begun", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(1);
+    // Submitted at once: a process executor ships them to its one worker in
+    // a batch, which must not count as having started them.
+    auto running = ex.submit(suite::sleep_then, 300);
+    std::vector<crew::Future<int>> behind;
+    for (int i = 0; i < 9; ++i) behind.push_back(ex.submit(suite::square, i));
+    int cancelled = 0;
+    for (auto& f : behind) cancelled += f.cancel() ? 1 : 0;
+    CHECK(cancelled == 9);
+    for (auto& f : behind) {
+        CHECK(f.cancel());  // a second cancel of a cancelled task is true too
+        REQUIRE(f.wait_for(30s));
+        CHECK_THROWS_AS(f.get(), crew::Cancelled);
+    }
+    REQUIRE(running.wait_for(30s));
+    CHECK(running.get() == 300);
+    CHECK(ex.submit(suite::square, 5).get() == 25);  // the worker goes on
+    REQUIRE(ex.wait_idle_for(30s));
+    auto stats = ex.stats();
+    CHECK(stats.cancelled == 9);
+    CHECK(stats.completed == 2);
+    CHECK(stats.queued == 0);
+    CHECK(stats.running == 0);
+}
+
+TEMPLATE_TEST_CASE("shutdown(cancel_pending) cancels all that has not begun", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    const std::size_t workers = 2;
+    TestType ex(workers);
+    std::vector<crew::Future<int>> futures;
+    for (int i = 0; i < 50; ++i) futures.push_back(ex.submit(suite::sleep_then, 100));
+    ex.shutdown(crew::Shutdown::cancel_pending);
+    std::size_t cancelled = 0, ran = 0;
+    for (auto& f : futures) {
+        REQUIRE(f.ready());
+        try {
+            const int value = f.get();
+            CHECK(value == 100);
+            ++ran;
+        } catch (const crew::Cancelled&) {
+            ++cancelled;
+        }
+    }
+    CHECK(ran <= workers);  // only what a worker had begun
+    CHECK(cancelled + ran == 50);
+    CHECK_THROWS_AS(ex.submit(suite::square, 1), crew::ExecutorShutdown);
+}
+
+TEMPLATE_TEST_CASE("continuations that submit never block, whatever the queue holds", CREW_SUITE_TAG,
+                   CREW_SUITE_TYPES) {
+    TestType ex(2);
+    // More than the queue's ring holds (1024), each continuation submitting
+    // one more task: the continuations run on the threads that drain the queue.
+    const int n = static_cast<int>(crew_test::scaled(2000)) + 1100;
+    std::atomic<int> continued{0};
+    std::vector<crew::Future<int>> firsts;
+    std::mutex inner_mutex;
+    std::vector<crew::Future<int>> inners;
+    for (int i = 0; i < n; ++i)
+        firsts.push_back(ex.submit(suite::square, 2).then([&](int x) {
+            auto f = ex.submit(suite::square, x);
+            std::lock_guard lock(inner_mutex);
+            inners.push_back(std::move(f));
+            continued.fetch_add(1);
+            return x;
+        }));
+    for (auto& f : firsts) {
+        REQUIRE(f.wait_for(120s));
+        CHECK(f.get() == 4);
+    }
+    REQUIRE(ex.wait_idle_for(120s));
+    CHECK(continued.load() == n);
+    std::lock_guard lock(inner_mutex);
+    for (auto& f : inners) CHECK(f.get() == 16);
+}
+
+TEMPLATE_TEST_CASE("wait_idle waits for posts and submits, stats count them", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    std::atomic<int> errors{0};
+    TestType ex(2, crew::Options{.on_error = [&](std::exception_ptr) { errors.fetch_add(1); }});
+    for (int i = 0; i < 100; ++i) ex.post(suite::sleep_then, i % 3);
+    for (int i = 0; i < 5; ++i) ex.post(suite::always_throws);
+    std::vector<crew::Future<int>> futures;
+    for (int i = 0; i < 20; ++i) futures.push_back(ex.submit(suite::fail_on, i));
+    REQUIRE(ex.wait_idle_for(60s));
+    CHECK(errors.load() == 5);
+    for (auto& f : futures) CHECK(f.ready());
+    auto stats = ex.stats();
+    CHECK(stats.completed == 100 + 18);
+    CHECK(stats.failed == 5 + 2);
+    CHECK(stats.queued == 0);
+    CHECK(stats.running == 0);
+    CHECK(stats.workers == ex.size());
+    // Still usable, and wait_idle on an idle executor returns at once.
+    CHECK(ex.submit(suite::square, 3).get() == 9);
+    ex.wait_idle();
+}
+
+TEMPLATE_TEST_CASE("imap yields results in order, lazily", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    TestType ex(2);
+    std::vector<int> got;
+    for (int r : ex.imap(suite::square, std::views::iota(0, 50), crew::MapOptions{.chunk = 3, .in_flight = 2}))
+        got.push_back(r);
+    REQUIRE(got.size() == 50);
+    for (int i = 0; i < 50; ++i) CHECK(got[static_cast<std::size_t>(i)] == i * i);
+    // A failure is thrown at its turn, after every earlier result.
+    std::vector<int> before;
+    try {
+        for (int r : ex.imap(suite::fail_on, std::vector<int>{0, 1, 2, 3, 4, 5}, crew::MapOptions{.chunk = 1}))
+            before.push_back(r);
+        FAIL("expected the failure of input 3");
+    } catch (const std::runtime_error& e) {
+        CHECK(std::string(e.what()).find("input 3 failed") != std::string::npos);
+    }
+    CHECK(before == std::vector<int>{0, 1, 2});
 }

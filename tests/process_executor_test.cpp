@@ -7,6 +7,8 @@
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <future>
+#include <memory>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -18,6 +20,10 @@
 
 #include "catch.hpp"
 #include "test_support.hpp"
+
+using namespace std::chrono_literals;
+
+std::size_t crew_test_other_tu_table_size();  // tests/globals_other_tu.cpp
 
 namespace {
 
@@ -51,6 +57,17 @@ void set_initialized() { initialized_value = 42; }
 int read_initialized() { return initialized_value; }
 
 std::vector<char> echo(std::vector<char> bytes) { return bytes; }
+std::vector<char> make_bytes(std::size_t n) { return std::vector<char>(n, 'r'); }
+
+// A global with a dynamic initialiser, defined after crew's headers: a worker
+// must see it constructed, as main() does.
+std::vector<int> make_table() {
+    std::vector<int> t;
+    for (int i = 0; i < 256; ++i) t.push_back(i);
+    return t;
+}
+const std::vector<int> table_here = make_table();
+std::size_t table_size_here() { return table_here.size(); }
 
 // Hostile tasks: write garbage into every fd the worker has (its channel
 // included), or close them all.
@@ -141,17 +158,66 @@ TEST_CASE("max_tasks_per_worker recycles workers", "[process]") {
     CHECK(pids[3] != pids[4]);
 }
 
-TEST_CASE("memory_limit turns a huge allocation into a RemoteError", "[process]") {
+TEST_CASE("memory_limit turns a huge allocation into std::bad_alloc", "[process]") {
     // Sanitizers reserve terabytes of address space; RLIMIT_AS breaks them.
     if (crew_test::sanitized()) return;
     NoLeaks guard;
     crew::ProcessExecutor<> ex(1, crew::Options{.memory_limit = std::size_t{512} << 20});
     CHECK(ex.submit(allocate, std::size_t{1} << 20).get() == std::size_t{1} << 20);
+    CHECK_THROWS_AS(ex.submit(allocate, std::size_t{2} << 30).get(), std::bad_alloc);
+    // An argument a worker could never hold is refused at submit, saying why.
     try {
-        ex.submit(allocate, std::size_t{2} << 30).get();
-        FAIL("the allocation should have failed");
-    } catch (const crew::RemoteError& e) {
-        CHECK(e.type_name() == "std::bad_alloc");
+        (void)ex.submit(echo, std::vector<char>(std::size_t{600} << 20));
+        FAIL("expected a ChannelError");
+    } catch (const crew::ChannelError& e) {
+        CHECK(std::string(e.what()).find("memory_limit") != std::string::npos);
+    }
+    CHECK(ex.submit(identity, 3).get() == 3);
+}
+
+TEST_CASE("max_message_size applies to one task, not to a batch; a refused send is not a dead worker", "[process]") {
+    NoLeaks guard;
+    crew::ProcessExecutor<> ex(1, crew::Options{.max_message_size = 4096});
+    // Eight tasks of 1000 bytes each, submitted at once, fit one by one.
+    std::vector<crew::Future<std::vector<char>>> small;
+    for (int i = 0; i < 8; ++i) small.push_back(ex.submit(echo, std::vector<char>(1000, 'x')));
+    for (auto& f : small) CHECK(f.get().size() == 1000);
+    const int pid = ex.submit(own_pid).get();
+    // An argument over the limit fails at submit, without touching a worker.
+    CHECK_THROWS_AS(ex.submit(echo, std::vector<char>(5000)), crew::ChannelError);
+    // A result over it fails that task with a ChannelError that says so.
+    try {
+        ex.submit(make_bytes, std::size_t{5000}).get();
+        FAIL("expected a ChannelError");
+    } catch (const crew::ChannelError& e) {
+        CHECK(std::string(e.what()).find("max_message_size") != std::string::npos);
+    }
+    CHECK(ex.submit(own_pid).get() == pid);  // the same worker lives on
+}
+
+TEMPLATE_LIST_TEST_CASE("shutdown(kill) stops a hung task promptly and leaves no child", "[process]", Channels) {
+    NoLeaks guard;
+    auto ex = std::make_unique<crew::ProcessExecutor<TestType>>(1);
+    auto hung = ex->submit(sleep_ms, 1'000'000);
+    std::vector<crew::Future<int>> queued;  // behind it, some shipped in its batch
+    for (int i = 0; i < 10; ++i) queued.push_back(ex->submit(identity, i));
+    for (int i = 0; i < 3000 && ex->stats().running < 1; ++i) std::this_thread::sleep_for(1ms);
+    auto stopping = std::async(std::launch::async, [&] { ex->shutdown(crew::Shutdown::kill); });
+    REQUIRE(stopping.wait_for(20s) == std::future_status::ready);  // returns promptly (< 1 s here)
+    REQUIRE(hung.ready());
+    CHECK_THROWS_AS(hung.get(), crew::Cancelled);
+    for (auto& f : queued) {
+        REQUIRE(f.ready());
+        CHECK_THROWS_AS(f.get(), crew::Cancelled);
+    }
+    ex.reset();
+}
+
+TEST_CASE("globals of every translation unit are constructed in spawned and fork-server workers", "[process]") {
+    for (auto start : {crew::Start::spawn, crew::Start::fork_server, crew::Start::fork}) {
+        crew::ProcessExecutor<> ex(1, crew::Options{.start = start});
+        CHECK(ex.submit(table_size_here).get() == 256);
+        CHECK(ex.submit(crew_test_other_tu_table_size).get() == 256);
     }
 }
 

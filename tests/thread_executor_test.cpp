@@ -6,6 +6,8 @@
 #include <thread>
 #include <vector>
 
+using namespace std::chrono_literals;
+
 #include <sys/resource.h>
 
 #define CREW_SUITE_TAG "[thread]"
@@ -122,4 +124,89 @@ TEST_CASE("shutdown from inside a task and from several threads at once", "[thre
     for (int i = 0; i < 4; ++i) ts.emplace_back([&] { ex.shutdown(); });
     for (auto& t : ts) t.join();
     CHECK_THROWS_AS(ex.submit([] {}), crew::ExecutorShutdown);
+}
+
+TEMPLATE_LIST_TEST_CASE("what a task captured goes when it has run, not when its future goes", "[thread]", Policies) {
+    crew::ThreadExecutor<TestType> ex(1);
+    auto resource = std::make_shared<int>(7);
+    std::weak_ptr<int> watch = resource;
+    auto f = ex.submit([r = std::move(resource)] { return *r; });
+    REQUIRE(f.wait_for(30s));
+    CHECK(watch.expired());  // the future still holds the value, not the capture
+    CHECK(f.get() == 7);
+
+    // Posts and cancelled tasks too.
+    auto posted = std::make_shared<int>(1);
+    std::weak_ptr<int> watch_post = posted;
+    ex.post([p = std::move(posted)] { (void)*p; });
+    REQUIRE(ex.wait_idle_for(30s));
+    CHECK(watch_post.expired());
+}
+
+TEMPLATE_LIST_TEST_CASE("executors whose tasks post into each other never deadlock", "[thread]", Policies) {
+    // Each task forwards itself to the other executor a number of times; with
+    // bounded queues both fill up and every worker blocks in post().
+    crew::ThreadExecutor<TestType> a(1), b(1);
+    std::atomic<int> ran{0};
+    struct Bounce {
+        crew::ThreadExecutor<TestType>* here;
+        crew::ThreadExecutor<TestType>* there;
+        std::atomic<int>* ran;
+        int left;
+        void operator()() const {
+            ran->fetch_add(1);
+            if (left > 0) there->post(Bounce{there, here, ran, left - 1});
+        }
+    };
+    const int tasks = 2048, hops = 3;
+    for (int i = 0; i < tasks; ++i) a.post(Bounce{&a, &b, &ran, hops});
+    for (int i = 0; i < tasks; ++i) b.post(Bounce{&b, &a, &ran, hops});
+    // Tasks that post more: wait until both are idle at the same time.
+    for (int round = 0; round < 100 && ran.load() < 2 * tasks * (hops + 1); ++round) {
+        REQUIRE(a.wait_idle_for(60s));
+        REQUIRE(b.wait_idle_for(60s));
+    }
+    CHECK(ran.load() == 2 * tasks * (hops + 1));
+}
+
+TEMPLATE_LIST_TEST_CASE("wait_idle waits for tasks that post more tasks", "[thread]", Policies) {
+    crew::ThreadExecutor<TestType> ex(2);
+    std::atomic<int> ran{0};
+    for (int i = 0; i < 50; ++i)
+        ex.post([&] {
+            ran.fetch_add(1);
+            for (int j = 0; j < 10; ++j) ex.post([&] { ran.fetch_add(1); });
+        });
+    REQUIRE(ex.wait_idle_for(60s));
+    CHECK(ran.load() == 50 * 11);
+    // From one of its own tasks, wait_idle would wait for itself: refused.
+    CHECK_THROWS_AS(ex.submit([&] { ex.wait_idle(); }).get(), crew::InvalidArgument);
+}
+
+TEST_CASE("max_pending holds back outside submitters only", "[thread]") {
+    crew::ThreadExecutor<> ex(1, crew::Options{.max_pending = 4});
+    std::atomic<bool> release{false};
+    std::atomic<int> ran{0}, outside_posted{0};
+    ex.post([&] {  // occupies the only worker until released
+        while (!release.load()) std::this_thread::sleep_for(1ms);
+    });
+    auto inner = ex.submit([&] {
+        // From a task of the executor, posts never wait, even past max_pending.
+        for (int i = 0; i < 20; ++i) ex.post([&] { ran.fetch_add(1); });
+        return true;
+    });
+    std::thread outside([&] {
+        for (int i = 0; i < 20; ++i) {
+            ex.post([&] { ran.fetch_add(1); });
+            outside_posted.fetch_add(1);
+        }
+    });
+    std::this_thread::sleep_for(50ms);  // time to run into the limit (not needed for correctness)
+    CHECK(outside_posted.load() <= 3);  // the submit above holds one of the 4 places
+    release = true;
+    outside.join();
+    REQUIRE(inner.wait_for(60s));
+    CHECK(inner.get());
+    REQUIRE(ex.wait_idle_for(60s));
+    CHECK(ran.load() == 40);
 }

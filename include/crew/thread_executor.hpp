@@ -117,8 +117,9 @@ public:
         core.counters().started();
         auto error = capture_exception([this] { std::apply([](auto&... c) { std::invoke(std::move(c)...); }, call_); });
         delete this;  // what the task captured goes before anyone learns it ran
-        if (error) core.report(std::move(error));
-        core.counters().finished(!error);
+        const bool ok = !error;
+        if (!ok) core.report(std::move(error));
+        core.counters().finished(ok);
     }
     void abandon() noexcept override {
         core_.counters().cancelled();
