@@ -98,10 +98,6 @@ namespace crew {
 
 namespace detail {
 
-/// A queued process task, as the dispatcher sees it: its encoded call, how
-/// to finish it, and where it was shipped (so cancel() can still stop it).
-/// The dispatcher holds one reference from take() to one of complete(),
-/// fail() or release_job().
 /// A task's encoded call and the SharedArrays it names (kept open until the
 /// task ends, so the worker can still map them).
 struct EncodedCall {
@@ -109,6 +105,16 @@ struct EncodedCall {
     std::vector<std::shared_ptr<const void>> pins;
 };
 
+/// A queued process task, as the dispatcher sees it: its encoded call, how
+/// to finish it, and where it is (so cancel() can stop it until a worker
+/// begins it). The dispatcher holds one reference from take() to one of
+/// complete(), fail() or release_job().
+///
+/// `where_` says who may start the task once the dispatcher claimed it:
+///   held_fresh / held_recalled   the dispatcher holds it (never shipped / its
+///                                worker died before beginning it); cancel()
+///                                wins with a CAS to held_cancelled
+///   seq                          shipped as task `seq`: the control word decides
 class RemoteJob : public Job {
 public:
     /// The encoded call (detail/remote_call.hpp); freed when the task ends.
@@ -121,33 +127,58 @@ public:
     /// The worker returned a value, encoded in `result`.
     virtual void complete(Reader& result) noexcept = 0;
     virtual void fail(std::exception_ptr error) noexcept = 0;
-    /// Shutdown cancelled it after it was shipped (the dispatcher won the
-    /// control word): publish crew::Cancelled; the reference stays.
-    virtual void cancelled_by_executor() noexcept = 0;
+    /// Someone won the task's cancellation after the dispatcher claimed it:
+    /// publish crew::Cancelled and count it; the dispatcher's reference stays.
+    virtual void publish_cancel(bool was_started) noexcept = 0;
     /// Drops the dispatcher's reference (the task was cancelled and is done).
     virtual void release_job() noexcept = 0;
 
     /// Never called: the dispatcher ships remote jobs, nothing runs them here.
     void run() noexcept override {}
 
-    /// The dispatcher ships the job as task `seq` under `control`.
-    void shipped(ControlBlock* control, std::uint64_t seq) noexcept {
-        if (control_ == nullptr) control_ = control;  // one dispatcher per job: set once
-        seq_.store(seq, std::memory_order_release);
+    /// The dispatcher ships the job as task `seq` under `control` (already
+    /// armed): false when it was cancelled while held (drop it then).
+    bool ship(ControlBlock* control, std::uint64_t seq) noexcept {
+        if (control_ == nullptr) control_ = control;  // one dispatcher per job: set once, before the CAS
+        std::uint64_t held = where_.load(std::memory_order_relaxed);
+        while (held == held_fresh || held == held_recalled) {
+            if (where_.compare_exchange_weak(held, seq, std::memory_order_acq_rel, std::memory_order_relaxed)) {
+                if (held == held_fresh) counters_.started();
+                return true;
+            }
+        }
+        return false;
     }
-    /// The job went back to its dispatcher (its worker died before starting it).
-    void recalled() noexcept { seq_.store(0, std::memory_order_release); }
-    [[nodiscard]] bool was_shipped() const noexcept { return started_; }
+    /// Back in the dispatcher's hands: its worker died before beginning it.
+    void recall() noexcept { where_.store(held_recalled, std::memory_order_release); }
+
+    /// Shutdown cancels a held job: true when it won (then publish_cancel ran).
+    bool cancel_held() noexcept {
+        std::uint64_t held = where_.load(std::memory_order_acquire);
+        while (held == held_fresh || held == held_recalled) {
+            if (where_.compare_exchange_weak(held, held_cancelled, std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+                publish_cancel(held == held_recalled);
+                return true;
+            }
+        }
+        return false;
+    }
 
 protected:
     explicit RemoteJob(EncodedCall encoded, TaskCounters& counters)
         : call(std::move(encoded.bytes)), pins(std::move(encoded.pins)), counters_(counters) {}
     ~RemoteJob() = default;
 
-    /// Future::cancel() on a shipped task: wins when the worker has not begun.
-    bool cancel_shipped() noexcept {
-        const std::uint64_t seq = seq_.load(std::memory_order_acquire);
-        return seq != 0 && control_->cancel(seq);
+    /// Future::cancel() once the dispatcher claimed the job: wins while the
+    /// dispatcher holds it, or while its worker has not begun it.
+    bool cancel_claimed() noexcept {
+        if (cancel_held()) return true;
+        const std::uint64_t where = where_.load(std::memory_order_acquire);
+        if (where >= held_cancelled) return where == held_cancelled;
+        if (!control_->cancel(where)) return false;
+        publish_cancel(true);
+        return true;
     }
     void free_call() noexcept {
         std::vector<std::byte>().swap(call);
@@ -155,22 +186,14 @@ protected:
     }
 
     TaskCounters& counters_;
-    bool started_ = false;  // counted as started (shipped once); dispatcher only
-
-    friend struct Shipping;
 
 private:
-    ControlBlock* control_ = nullptr;
-    std::atomic<std::uint64_t> seq_{0};
-};
+    static constexpr std::uint64_t held_cancelled = ~std::uint64_t{0} - 2;
+    static constexpr std::uint64_t held_recalled = ~std::uint64_t{0} - 1;
+    static constexpr std::uint64_t held_fresh = ~std::uint64_t{0};
 
-/// Counts a job as started the first time it is shipped.
-struct Shipping {
-    static void count_start(RemoteJob& job) noexcept {
-        if (job.started_) return;
-        job.started_ = true;
-        job.counters_.started();
-    }
+    ControlBlock* control_ = nullptr;
+    std::atomic<std::uint64_t> where_{held_fresh};
 };
 
 template <class R>
@@ -206,12 +229,17 @@ public:
         counters_.finished(false);
         this->release();
     }
-    void cancelled_by_executor() noexcept override {
-        free_call();
+    void publish_cancel(bool was_started) noexcept override {
         this->publish_cancelled();
-        counters_.stopped();
+        if (was_started)
+            counters_.stopped();
+        else
+            counters_.cancelled();
     }
-    void release_job() noexcept override { this->release(); }
+    void release_job() noexcept override {
+        free_call();
+        this->release();
+    }
     void abandon() noexcept override {
         this->try_cancel();
         this->release();
@@ -223,11 +251,8 @@ public:
             return true;
         }
         if (this->status() == Status::cancelled) return true;
-        if (this->status() != Status::running || !cancel_shipped()) return false;
-        // Shipped, and the worker had not begun it: it never will.
-        this->publish_cancelled();
-        counters_.stopped();
-        return true;
+        // Claimed by the dispatcher: held there, or shipped and maybe not begun.
+        return this->status() == Status::running && cancel_claimed();
     }
 
 private:
@@ -248,7 +273,12 @@ public:
         counters_.finished(false);
         delete this;
     }
-    void cancelled_by_executor() noexcept override { counters_.stopped(); }
+    void publish_cancel(bool was_started) noexcept override {
+        if (was_started)
+            counters_.stopped();
+        else
+            counters_.cancelled();
+    }
     void release_job() noexcept override { delete this; }
     void abandon() noexcept override {
         counters_.cancelled();
@@ -749,22 +779,26 @@ private:
                     continue;
                 }
             }
-            // Ship: arm each task's control word, then send the batch.
+            // Ship: arm each task's control word, hand the task over to it
+            // (unless it was cancelled meanwhile), then send the batch.
             flight.clear();
             message.clear();
             Writer w(message);
-            w.write_value(static_cast<std::uint32_t>(batch.size()));
+            w.write_value(std::uint32_t{0});  // the count, patched below
             for (auto* j : batch) {
                 const std::uint64_t seq = next_seq++;
                 control->arm(seq);
+                if (!j->ship(&*control, seq)) {
+                    j->release_job();  // cancelled while this dispatcher held it
+                    continue;
+                }
                 w.write_value(seq);
                 w.write(j->call.data(), j->call.size());
                 flight.push_back({j, seq});
             }
-            for (auto& f : flight) {
-                f.job->shipped(&*control, f.seq);
-                detail::Shipping::count_start(*f.job);
-            }
+            if (flight.empty()) continue;
+            const auto count = static_cast<std::uint32_t>(flight.size());
+            std::memcpy(message.data(), &count, sizeof count);
             bool sent = true;
             try {
                 worker.channel.send_bytes(message);
@@ -799,14 +833,11 @@ private:
         (void)start_error;  // reported when the first task arrives (the start is retried then)
     }
 
-    // A job taken from the queue after shutdown(cancel_pending or kill).
+    // A job this dispatcher holds, after shutdown(cancel_pending or kill):
+    // cancelled here, unless its future's cancel() was first.
     static void cancel_unshipped(detail::RemoteJob* j) noexcept {
-        if (j->was_shipped()) {  // carried after its worker died
-            j->cancelled_by_executor();
-            j->release_job();
-        } else {
-            j->abandon();
-        }
+        j->cancel_held();
+        j->release_job();
     }
 
     // Takes back the tasks of `flight` from `from` on, after their worker
@@ -820,7 +851,7 @@ private:
                 f.job->release_job();  // cancelled, and published by whoever cancelled it
                 continue;
             }
-            f.job->recalled();
+            f.job->recall();
             carried.push_front(f.job);
         }
     }
@@ -836,7 +867,7 @@ private:
                 auto& f = flight[i];
                 if (!f.cancelled_here && control.cancel(f.seq)) {
                     f.cancelled_here = true;
-                    f.job->cancelled_by_executor();
+                    f.job->publish_cancel(true);
                 }
             }
             return stop_.load(std::memory_order_acquire) == stop_kill;
@@ -900,10 +931,10 @@ private:
                 if (current.cancelled_here) {
                     current.job->release_job();
                 } else if (outcome == Wait::stopped) {
-                    current.job->cancelled_by_executor();
+                    current.job->publish_cancel(true);
                     current.job->release_job();
                 } else {
-                    current.job->recalled();
+                    current.job->recall();
                     carried.push_front(current.job);
                     if (outcome == Wait::died && !had_started && ++failed_starts > 3) {
                         carried.pop_front();
@@ -914,7 +945,7 @@ private:
                     }
                 }
             } else if (outcome == Wait::stopped) {
-                current.job->cancelled_by_executor();
+                current.job->publish_cancel(true);
                 current.job->release_job();
             } else {
                 current.job->fail(std::move(error));  // moved: this thread keeps no reference
