@@ -267,6 +267,7 @@ void run_table(const bench::Options& opt, const Title& title, std::string_view u
 }  // namespace
 
 int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     std::string python = "python3";
     std::vector<char*> rest{argv[0]};
     for (int i = 1; i < argc; ++i) {

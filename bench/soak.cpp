@@ -125,6 +125,7 @@ int soak(long tasks) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     long tasks = 1'000'000;
     std::string channel = "shm";
     for (int i = 1; i < argc; ++i) {

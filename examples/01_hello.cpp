@@ -41,7 +41,8 @@ std::vector<std::string> say_hello(Ex& ex, const char* label) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     std::vector<std::string> on_threads, on_processes;
     {
         crew::ThreadExecutor<> threads(2);  // two worker threads in this process

@@ -69,7 +69,8 @@ bool compare(const char* label, int expected) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     const int expected = count_primes(0, limit);  // the answer, computed here serially
     std::printf("counting primes below %d in %d tasks (%d found)\n\n", limit, pieces, expected);
     std::printf("executor  | 1 worker | 2 workers | speedup\n");

@@ -58,7 +58,8 @@ bool measure(const char* label, std::size_t workers) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     std::printf("%d tasks, each blocked for 10 ms\n\n", tasks);
     std::printf("executor  | workers | start ms | job ms\n");
     bool ok = measure<crew::ThreadExecutor<>>("threads", 1);

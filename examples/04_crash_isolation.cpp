@@ -38,7 +38,8 @@ int square_or_crash(int x) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     crew::ProcessExecutor<> ex(2, crew::Options{.initializer = no_core_files});
 
     std::vector<crew::Future<int>> futures;

@@ -86,7 +86,8 @@ bool demo() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     bool ok = demo<crew::ipc::Pipe>();
     ok = demo<crew::ipc::Socket>() && ok;
     ok = demo<crew::ipc::SharedMemory>() && ok;

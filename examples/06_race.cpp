@@ -59,7 +59,8 @@ bool report(long count) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     // Unsafe: load, then store; another thread's store in between is lost.
     std::atomic<long> racy{0};
     hammer("unsafe", [&] {

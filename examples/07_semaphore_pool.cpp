@@ -58,7 +58,8 @@ int user(Pool& pool) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     auto region = crew::ipc::SharedRegion::anonymous(4096);
     Pool& pool = region.construct<Pool>();
 

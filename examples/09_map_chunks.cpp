@@ -47,7 +47,8 @@ bool try_chunks(const char* label, const std::vector<int>& inputs, const std::ve
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     std::vector<int> inputs(20000);
     std::iota(inputs.begin(), inputs.end(), 1);
     std::vector<int> expected;  // the answer from a plain loop, to check map() against

@@ -35,7 +35,8 @@ std::string progress(std::size_t done, std::size_t total) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     const std::vector<int> lengths_ms = {120, 10, 80, 30, 150, 20, 60, 40, 100, 5, 70, 50};
     // One thread per task, so all start at once: they only wait (see 03_io_bound).
     crew::ThreadExecutor<> ex(lengths_ms.size());

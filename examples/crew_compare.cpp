@@ -838,6 +838,7 @@ std::optional<Settings> parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     if (argc == 2 && (std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h")) {
         std::printf("%s", usage);
         return 0;

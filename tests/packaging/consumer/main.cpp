@@ -13,7 +13,8 @@ int sum_of_squares(Ex& ex) {
     return total;
 }
 
-int main() {
+int main(int argc, char** argv) {
+    crew::Session session(argc, argv);  // first: spawned workers serve from here
     crew::ThreadExecutor<> threads(2);
     crew::ProcessExecutor<> processes(2);
     const int a = sum_of_squares(threads), b = sum_of_squares(processes);
