@@ -383,3 +383,24 @@ TEST_CASE("item 9: /dev/shm short of space is a ChannelError, and leaves no name
     }
     require_exit_0(status);
 }
+
+namespace {
+int not_a_task_entry(int x) { return x + 1; }
+}  // namespace
+
+TEST_CASE("item 1: a call can only name a crew task entry of this program", "[hardening][entries]") {
+    // A well-formed call whose "trampoline" is an ordinary function of this
+    // binary (executable, but not one crew registered): refused, not run.
+    std::vector<std::byte> call;
+    crew::Writer w(call);
+    w.write_value(crew::detail::ModuleTable::ref(reinterpret_cast<const void*>(&not_a_task_entry)));
+    w.write_value(std::uint64_t{0});
+    crew::Reader in(call);
+    std::vector<std::byte> out;
+    crew::detail::run_call(5, in, out);
+    crew::Reader reply(out);
+    CHECK(reply.read_value<std::uint64_t>() == 5);
+    CHECK(reply.read_value<std::uint8_t>() == static_cast<std::uint8_t>(crew::detail::Outcome::exception));
+    auto error = crew::detail::decode_exception(reply);
+    CHECK_THROWS_AS(std::rethrow_exception(error), crew::CodecError);
+}

@@ -14,10 +14,12 @@
 //            value, or two strings: the exception's type name and what().
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -113,9 +115,39 @@ void map_trampoline(Reader& in, Writer& out) {
     out.write_value(results);
 }
 
+/// Every trampoline this program instantiated (registered during static
+/// initialisation): a worker runs no other code named by a message, so a
+/// forged or corrupt call cannot jump to an arbitrary function.
+class TaskEntries {
+public:
+    static bool add(Trampoline t) {
+        auto& e = instance();
+        std::lock_guard lock(e.mutex_);
+        e.entries_.push_back(t);
+        return true;
+    }
+    static bool contains(Trampoline t) {
+        auto& e = instance();
+        std::lock_guard lock(e.mutex_);
+        return std::find(e.entries_.begin(), e.entries_.end(), t) != e.entries_.end();
+    }
+
+private:
+    static TaskEntries& instance() {
+        static TaskEntries entries;
+        return entries;
+    }
+    std::mutex mutex_;
+    std::vector<Trampoline> entries_;
+};
+
+template <Trampoline T>
+inline const bool task_entry = TaskEntries::add(T);
+
 /// CodeRef of a trampoline, looked up once per instantiation.
 template <Trampoline T>
 const CodeRef& trampoline_ref() {
+    (void)task_entry<T>;  // registers T in every copy of the program, at start-up
     static const CodeRef ref = ModuleTable::ref(reinterpret_cast<const void*>(T));
     return ref;
 }
@@ -150,6 +182,9 @@ inline void run_call(std::uint64_t slot, Reader& in, std::vector<std::byte>& out
     Reader arguments(in.take(static_cast<std::size_t>(in.read_value<std::uint64_t>())));
     try {
         auto trampoline = reinterpret_cast<Trampoline>(const_cast<void*>(ModuleTable::resolve(code)));
+        if (!TaskEntries::contains(trampoline))
+            throw CodecError("crew: a task names code that is not a crew task entry of this program; the "
+                             "message is corrupt or comes from another build");
         trampoline(arguments, w);
     } catch (...) {
         out.resize(outcome_at);
