@@ -491,16 +491,6 @@ public:
     /// Number of worker processes.
     [[nodiscard]] std::size_t size() const noexcept { return dispatchers_.size(); }
 
-    /// For crew's own engines (crew::MpiExecutor): runs an encoded call
-    /// (detail::encode_call's bytes) in a worker; the value is the encoded
-    /// result, a failure (WorkerDied, Timeout, the task's exception,
-    /// Cancelled) the future's exception.
-    Future<std::vector<std::byte>> submit_encoded(std::vector<std::byte> encoded_call) {
-        auto* task = new detail::ProcessTask<detail::RawReply>(checked({std::move(encoded_call), {}}), core_.counters());
-        enqueue(task, [task] { delete task; });
-        return detail::make_future<detail::RawReply>(task).then([](detail::RawReply r) { return std::move(r.bytes); });
-    }
-
 private:
     using Core = detail::ExecutorCore<Sync>;
     // The channel in its form for Sync: for SharedMemory, the rings' waits

@@ -50,23 +50,10 @@ struct Codec<detail::CodeRef> {
 };
 
 namespace detail {
-struct RawReply;
-}
-
-/// Takes every byte left: a RawReply is the rest of a message.
-template <>
-struct Codec<detail::RawReply>;
-
-namespace detail {
 
 using Trampoline = void (*)(Reader& arguments, Writer& result);
 
 enum class Outcome : std::uint8_t { value = 0, exception = 1, skipped = 2 };
-
-/// A result kept encoded (crew's own engines forward it as it is).
-struct RawReply {
-    std::vector<std::byte> bytes;
-};
 
 /// A callable a worker process can run: a function pointer, or a stateless
 /// class (a lambda that captures nothing).
@@ -194,15 +181,5 @@ inline void run_call(std::uint64_t slot, Reader& in, std::vector<std::byte>& out
 }
 
 }  // namespace detail
-
-template <>
-struct Codec<detail::RawReply> {
-    static constexpr std::size_t min_encoded_size = 0;
-    static void encode(Writer& w, const detail::RawReply& r) { w.write(r.bytes.data(), r.bytes.size()); }
-    static detail::RawReply decode(Reader& r) {
-        auto rest = r.take(r.remaining());
-        return {std::vector<std::byte>(rest.begin(), rest.end())};
-    }
-};
 
 }  // namespace crew
