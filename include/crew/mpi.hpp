@@ -429,32 +429,15 @@ public:
         static_assert(!std::is_void_v<R>, "crew::map: the function must return a value; use post() or submit() "
                                           "for functions that return void");
         check_task<Fn, R, In>();
-        const auto n = static_cast<std::size_t>(std::ranges::distance(inputs));
-        chunk = detail::pick_chunk(n, size(), chunk);
-        std::vector<Future<std::vector<R>>> parts;
-        parts.reserve((n + chunk - 1) / chunk);
-        std::exception_ptr submit_error;
-        auto it = std::ranges::begin(inputs);
-        std::vector<In> slice;
-        for (std::size_t done = 0; done < n;) {
-            const std::size_t count = std::min(chunk, n - done);
-            slice.clear();
-            for (std::size_t i = 0; i < count; ++i, ++it) slice.push_back(*it);
-            try {
-                auto* task = new detail::MpiTask<std::vector<R>>(
-                    detail::encode_call<&detail::map_trampoline<Fn, In>>(Fn(f), slice), core_.counters(), box_);
-                enqueue(task, [task] {
-                    task->release();
-                    task->release();
-                });
-                parts.push_back(detail::make_future<std::vector<R>>(task));
-            } catch (...) {
-                submit_error = std::current_exception();
-                break;
-            }
-            done += count;
-        }
-        return detail::join_chunks<R>(parts, n, submit_error);
+        return detail::map_by_slices<R, In>(inputs, chunk, size(), [&](const std::vector<In>& slice) {
+            auto* task = new detail::MpiTask<std::vector<R>>(
+                detail::encode_call<&detail::map_trampoline<Fn, In>>(Fn(f), slice), core_.counters(), box_);
+            enqueue(task, [task] {
+                task->release();
+                task->release();
+            });
+            return detail::make_future<std::vector<R>>(task);
+        });
     }
 
     /// A single-pass range of `f(input)` in input order, each result yielded
@@ -525,16 +508,7 @@ private:
 
     template <class Fn, class R, class... Args>
     static constexpr void check_task() {
-        static_assert(detail::stateless_callable<Fn>,
-                      "crew::MpiExecutor: this task captures state, which cannot be sent to another process. "
-                      "Pass a function pointer or a lambda that captures nothing, and pass the state as "
-                      "arguments: ex.submit([](int x) { return x * 2; }, x)");
-        static_assert((encodable<Args> && ...),
-                      "crew::MpiExecutor: an argument type cannot be encoded by crew::Codec; see the "
-                      "crew::Codec error below for which, and specialise crew::Codec<T> for your types");
-        static_assert(std::is_void_v<R> || encodable<R>,
-                      "crew::MpiExecutor: the task's result type cannot be encoded by crew::Codec; "
-                      "specialise crew::Codec<T> for it");
+        detail::check_remote_task<Fn, R, Args...>();
     }
 
     template <class Discard>

@@ -411,26 +411,8 @@ public:
         static_assert(!std::is_void_v<R>, "crew::map: the function must return a value; use post() or submit() "
                                           "for functions that return void");
         check_task<Fn, R, In>();
-        const auto n = static_cast<std::size_t>(std::ranges::distance(inputs));
-        chunk = detail::pick_chunk(n, size(), chunk);
-        std::vector<Future<std::vector<R>>> parts;
-        parts.reserve((n + chunk - 1) / chunk);
-        std::exception_ptr submit_error;
-        auto it = std::ranges::begin(inputs);
-        std::vector<In> slice;
-        for (std::size_t done = 0; done < n;) {
-            const std::size_t count = std::min(chunk, n - done);
-            slice.clear();
-            for (std::size_t i = 0; i < count; ++i, ++it) slice.push_back(*it);
-            try {
-                parts.push_back(submit_chunk<R, In>(Fn(f), slice));
-            } catch (...) {
-                submit_error = std::current_exception();
-                break;
-            }
-            done += count;
-        }
-        return detail::join_chunks<R>(parts, n, submit_error);
+        return detail::map_by_slices<R, In>(inputs, chunk, size(),
+                                            [&](const std::vector<In>& slice) { return submit_chunk<R, In>(Fn(f), slice); });
     }
 
     /// `f` over `inputs`, lazily, results in input order as they come; see
@@ -512,26 +494,7 @@ private:
 
     template <class Fn, class R, class... Args>
     static constexpr void check_task() {
-        static_assert(!std::is_member_pointer_v<Fn>,
-                      "crew::ProcessExecutor: a member function (or member) pointer cannot be sent to another "
-                      "process; pass a free function or a captureless lambda that takes the object as an argument");
-        static_assert(std::is_member_pointer_v<Fn> || detail::stateless_callable<Fn>,
-                      "crew::ProcessExecutor: this task captures state, which cannot be sent to another process. "
-                      "Pass a function pointer or a lambda that captures nothing, and pass the state as "
-                      "arguments: ex.submit([](int x) { return x * 2; }, x)");
-        // assert_encodable's own message (which type, and what to pass
-        // instead) comes first.
-        static_assert((detail::assert_encodable<Args>() && ...),
-                      "crew::ProcessExecutor: an argument type cannot be encoded by crew::Codec; see the "
-                      "crew::Codec error above for which, and specialise crew::Codec<T> for your types");
-        static_assert([] {
-            if constexpr (std::is_void_v<R>)
-                return true;
-            else
-                return detail::assert_encodable<R>();
-        }(),
-                      "crew::ProcessExecutor: the task's result type cannot be encoded by crew::Codec; "
-                      "specialise crew::Codec<T> for it");
+        detail::check_remote_task<Fn, R, Args...>();
     }
 
     // Encodes a call; the SharedArrays it names are pinned with it.

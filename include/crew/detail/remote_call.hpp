@@ -20,6 +20,7 @@
 #include <exception>
 #include <functional>
 #include <mutex>
+#include <ranges>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -29,6 +30,7 @@
 #include <crew/codec.hpp>
 #include <crew/detail/code_ref.hpp>
 #include <crew/detail/demangle.hpp>
+#include <crew/detail/executor_core.hpp>
 #include <crew/detail/remote_exception.hpp>
 #include <crew/errors.hpp>
 
@@ -74,6 +76,60 @@ F decode_callable(Reader& r) {
         return reinterpret_cast<F>(const_cast<void*>(ModuleTable::resolve(r.read_value<CodeRef>())));
     else
         return F{};
+}
+
+/// Compile-time checks of a task for another process (ProcessExecutor,
+/// MpiExecutor): a free function or captureless lambda, encodable arguments
+/// and result. The codec's own message (which type, what to pass instead)
+/// comes first.
+template <class Fn, class R, class... Args>
+constexpr void check_remote_task() {
+    static_assert(!std::is_member_pointer_v<Fn>,
+                  "crew: a member function (or member) pointer cannot be sent to another process; pass a free "
+                  "function or a captureless lambda that takes the object as an argument");
+    static_assert(std::is_member_pointer_v<Fn> || stateless_callable<Fn>,
+                  "crew: this task captures state, which cannot be sent to another process. Pass a function "
+                  "pointer or a lambda that captures nothing, and pass the state as arguments: "
+                  "ex.submit([](int x) { return x * 2; }, x)");
+    static_assert((assert_encodable<Args>() && ...),
+                  "crew: an argument type of this task cannot be encoded by crew::Codec; see the crew::Codec error "
+                  "above for which, and specialise crew::Codec<T> for your types");
+    static_assert(
+        [] {
+            if constexpr (std::is_void_v<R>)
+                return true;
+            else
+                return assert_encodable<R>();
+        }(),
+        "crew: the task's result type cannot be encoded by crew::Codec; specialise crew::Codec<T> for it");
+}
+
+/// map() on an executor that sends each chunk as one encoded task: slices
+/// `inputs` into chunks (0: about four per worker), submits each with
+/// `submit_chunk(const std::vector<In>&) -> Future<std::vector<R>>`, then
+/// waits and joins (the first failure in input order is rethrown).
+template <class R, class In, class Range, class SubmitChunk>
+std::vector<R> map_by_slices(const Range& inputs, std::size_t chunk, std::size_t workers, SubmitChunk submit_chunk) {
+    const auto n = static_cast<std::size_t>(std::ranges::distance(inputs));
+    chunk = pick_chunk(n, workers, chunk);
+    std::vector<decltype(submit_chunk(std::declval<const std::vector<In>&>()))> parts;
+    parts.reserve((n + chunk - 1) / chunk);
+    std::exception_ptr submit_error;
+    auto it = std::ranges::begin(inputs);
+    std::vector<In> slice;
+    for (std::size_t done = 0; done < n;) {
+        const std::size_t count = std::min(chunk, n - done);
+        slice.clear();
+        for (std::size_t i = 0; i < count; ++i, ++it) slice.push_back(*it);
+        try {
+            parts.push_back(submit_chunk(slice));
+        } catch (...) {
+            submit_error = std::current_exception();
+            break;
+        }
+        done += count;
+    }
+    return join_chunks<R>(parts, n, submit_error);
 }
 
 /// Runs F(Args...) from encoded arguments; the result is encoded into `out`.
