@@ -7,11 +7,10 @@
 // result. A function pointer travels as a CodeRef; a captureless lambda as
 // nothing at all (its type is in the trampoline; it is default-constructed).
 //
-// Messages:
-//   batch  = u32 count, then count x { u64 slot, CodeRef trampoline, u64 n, n bytes of arguments }
-//            count 0 asks the worker to exit.
-//   result = u64 slot, u8 outcome (0 value, 1 exception), then the encoded
-//            value, or two strings: the exception's type name and what().
+// A call = CodeRef trampoline, u64 n, n bytes (the callable, then the
+// arguments). A worker runs only trampolines this program registered
+// (TaskEntries). How calls are framed into batches and replies:
+// detail/wire.hpp.
 #pragma once
 
 #include <algorithm>
