@@ -8,6 +8,7 @@
 //     }
 #pragma once
 
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <vector>
@@ -27,6 +28,10 @@ concept executor = requires(E& e, const E& ce, int (*fn)(int), void (*proc)(), c
     { e.map(fn, inputs, std::size_t{16}) } -> std::same_as<std::vector<int>>;
     e.shutdown();
     e.shutdown(Shutdown::cancel_pending);
+    e.shutdown(Shutdown::kill);
+    e.wait_idle();
+    { e.wait_idle_for(std::chrono::milliseconds(1)) } -> std::same_as<bool>;
+    { ce.stats() } -> std::same_as<Stats>;
     { ce.size() } -> std::convertible_to<std::size_t>;
 };
 
