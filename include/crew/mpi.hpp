@@ -70,6 +70,7 @@
 #include <crew/detail/remote_exception.hpp>
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
+#include <crew/executor.hpp>
 #include <crew/future.hpp>
 #include <crew/options.hpp>
 #include <crew/session.hpp>

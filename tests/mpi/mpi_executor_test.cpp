@@ -16,6 +16,8 @@
 
 #include "catch.hpp"
 
+static_assert(crew::executor<crew::MpiExecutor<>>, "MpiExecutor models crew::executor");
+
 // Every message over 1 MiB travels in parts, so the 16 MiB cases below take
 // the path a message over 2^31-1 bytes takes. Set during static
 // initialisation: every rank (also the serving ones, which never run main)
