@@ -95,12 +95,13 @@ int soak(long tasks) {
         try {
             const auto v = entry.second.get();
             if (v.back() == static_cast<char>(i)) got = v.size() == 4 ? none : large;
-        } catch (const crew::RemoteError&) {
-            got = throws;
         } catch (const crew::Timeout&) {
             got = overtime;
         } catch (const crew::WorkerDied& e) {
             got = e.signal() == SIGABRT ? aborts : e.signal() == SIGKILL ? killed : Fault(-1);
+        } catch (const crew::Error&) {
+        } catch (const std::runtime_error&) {  // the task's own exception, rethrown as itself
+            got = throws;
         } catch (...) {
         }
         wrong += got != entry.first;

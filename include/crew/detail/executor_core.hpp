@@ -86,47 +86,43 @@ private:
 
 /// An executor's task counters (stats(), wait_idle(), max_pending). Every
 /// task and post passes through: queued -> (started -> finished) | cancelled.
+/// Queued and running share one word (low and high half), so each step is a
+/// single RMW and wait_idle() waits for that word to be 0.
 class TaskCounters {
 public:
-    void queued() noexcept {
-        outstanding_.fetch_add(1, std::memory_order_seq_cst);
-        queued_.fetch_add(1, std::memory_order_seq_cst);
-    }
+    void queued() noexcept { active_.fetch_add(one_queued, std::memory_order_seq_cst); }
     void started() noexcept {
-        queued_.fetch_sub(1, std::memory_order_seq_cst);
-        running_.fetch_add(1, std::memory_order_relaxed);
+        active_.fetch_add(one_running - one_queued, std::memory_order_seq_cst);  // never borrows: it was queued
         room_.notify();
     }
     /// A started task ended; `ok`: with a value.
     void finished(bool ok) noexcept {
         (ok ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
-        running_.fetch_sub(1, std::memory_order_relaxed);
-        done_one();
+        leave(one_running);
     }
     /// A queued task will never start.
     void cancelled() noexcept {
-        queued_.fetch_sub(1, std::memory_order_seq_cst);
         cancelled_.fetch_add(1, std::memory_order_relaxed);
+        leave(one_queued);
         room_.notify();
-        done_one();
     }
-    /// A started task was stopped (Shutdown::kill): counted as cancelled.
+    /// A started task was stopped (Shutdown::kill, or cancelled after it
+    /// was shipped to a worker process): counted as cancelled.
     void stopped() noexcept {
         cancelled_.fetch_add(1, std::memory_order_relaxed);
-        running_.fetch_sub(1, std::memory_order_relaxed);
-        done_one();
+        leave(one_running);
     }
     /// A queued task was refused before it counted (enqueue threw).
     void unqueued() noexcept {
-        queued_.fetch_sub(1, std::memory_order_seq_cst);
+        leave(one_queued);
         room_.notify();
-        done_one();
     }
 
     [[nodiscard]] Stats snapshot(std::size_t workers) const noexcept {
+        const std::uint64_t active = active_.load(std::memory_order_relaxed);
         Stats s;
-        s.queued = clamp(queued_.load(std::memory_order_relaxed));
-        s.running = clamp(running_.load(std::memory_order_relaxed));
+        s.queued = static_cast<std::size_t>(active & low_half);
+        s.running = static_cast<std::size_t>(active >> 32);
         s.completed = completed_.load(std::memory_order_relaxed);
         s.failed = failed_.load(std::memory_order_relaxed);
         s.cancelled = cancelled_.load(std::memory_order_relaxed);
@@ -136,29 +132,31 @@ public:
 
     /// Until nothing is queued or running; false at `deadline` (none: null).
     bool wait_idle(const std::chrono::steady_clock::time_point* deadline) {
-        return idle_.wait_until([this] { return outstanding_.load(std::memory_order_seq_cst) <= 0; }, deadline);
+        return idle_.wait_until([this] { return active_.load(std::memory_order_seq_cst) == 0; }, deadline);
     }
 
     /// Until fewer than `limit` tasks are queued, or `stop()`.
     template <class Stop>
     void wait_for_room(std::size_t limit, Stop stop) {
-        room_.wait_until(
-            [&] { return stop() || queued_.load(std::memory_order_seq_cst) < static_cast<std::ptrdiff_t>(limit); },
-            nullptr);
+        room_.wait_until([&] { return stop() || queued_now() < limit; }, nullptr);
     }
-    [[nodiscard]] std::size_t queued_now() const noexcept { return clamp(queued_.load(std::memory_order_relaxed)); }
+    [[nodiscard]] std::size_t queued_now() const noexcept {
+        return static_cast<std::size_t>(active_.load(std::memory_order_seq_cst) & low_half);
+    }
     void wake_room_waiters() { room_.notify(); }
 
 private:
-    static std::size_t clamp(std::ptrdiff_t v) noexcept { return v < 0 ? 0 : static_cast<std::size_t>(v); }
-    void done_one() noexcept {
-        if (outstanding_.fetch_sub(1, std::memory_order_seq_cst) == 1) idle_.notify();
+    static constexpr std::uint64_t one_queued = 1;
+    static constexpr std::uint64_t one_running = std::uint64_t{1} << 32;
+    static constexpr std::uint64_t low_half = one_running - 1;
+
+    void leave(std::uint64_t one) noexcept {
+        if (active_.fetch_sub(one, std::memory_order_seq_cst) == one) idle_.notify();
     }
 
-    std::atomic<std::ptrdiff_t> outstanding_{0};
-    std::atomic<std::ptrdiff_t> queued_{0};
-    std::atomic<std::ptrdiff_t> running_{0};
-    std::atomic<std::size_t> completed_{0}, failed_{0}, cancelled_{0};
+    std::atomic<std::uint64_t> active_{0};
+    alignas(64) std::atomic<std::size_t> completed_{0};
+    std::atomic<std::size_t> failed_{0}, cancelled_{0};
     Waitable idle_, room_;
 };
 
