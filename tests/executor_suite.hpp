@@ -32,6 +32,21 @@ inline int sleep_then(int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return ms;
 }
+/// Raises `flag[0]`, then sleeps: lets a test wait until a worker really
+/// began the task (on processes too: the flag is shared memory).
+inline int started_then_sleep(crew::SharedArray<int> flag, int ms) {
+    std::atomic_ref<int>(flag[0]).store(1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+/// Waits (30 s at most) until `flag[0]` was raised; false on timeout.
+inline bool wait_started(crew::SharedArray<int>& flag) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::atomic_ref<int>(flag[0]).load() == 0)
+        if (std::chrono::steady_clock::now() > until) return false;
+        else std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+}
 inline int fail_on(int x) {
     if (x == 3 || x == 7) throw std::runtime_error("input " + std::to_string(x) + " failed");
     return x;
@@ -177,10 +192,11 @@ TEMPLATE_TEST_CASE("when_all, when_any, as_completed and wait", CREW_SUITE_TAG, 
 
 TEMPLATE_TEST_CASE("cancel works on pending tasks only", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
     TestType ex(1);
-    auto running = ex.submit(suite::sleep_then, 300);
+    crew::SharedArray<int> started(1);
+    auto running = ex.submit(suite::started_then_sleep, started, 300);
     std::vector<crew::Future<int>> queued;
     for (int i = 0; i < 300; ++i) queued.push_back(ex.submit(suite::square, i));
-    std::this_thread::sleep_for(100ms);
+    REQUIRE(suite::wait_started(started));
     CHECK_FALSE(running.cancel());
     auto& last = queued.back();
     CHECK(last.cancel());
@@ -208,10 +224,11 @@ TEMPLATE_TEST_CASE("shutdown drains or cancels, then refuses work", CREW_SUITE_T
     }
     SECTION("cancel_pending cancels what has not started") {
         TestType ex(1);
-        auto running = ex.submit(suite::sleep_then, 200);
+        crew::SharedArray<int> started(1);
+        auto running = ex.submit(suite::started_then_sleep, started, 200);
         std::vector<crew::Future<int>> fs;
         for (int i = 0; i < 300; ++i) fs.push_back(ex.submit(suite::square, i));
-        std::this_thread::sleep_for(50ms);
+        REQUIRE(suite::wait_started(started));
         ex.shutdown(crew::Shutdown::cancel_pending);
         CHECK(running.get() == 200);
         std::size_t cancelled = 0;
@@ -307,8 +324,9 @@ TEMPLATE_TEST_CASE("futures outlive their executor", CREW_SUITE_TAG, CREW_SUITE_
     crew::Future<int> running;
     {
         TestType ex(1);
-        running = ex.submit(suite::sleep_then, 300);
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // it started; the rest queue behind it
+        crew::SharedArray<int> started(1);
+        running = ex.submit(suite::started_then_sleep, started, 300);
+        REQUIRE(suite::wait_started(started));  // it began; the rest queue behind it
         for (int i = 0; i < 10; ++i) cancelled.push_back(ex.submit(suite::sleep_then, 20));
         ex.shutdown(crew::Shutdown::cancel_pending);
     }
