@@ -57,6 +57,7 @@
 #include <mutex>
 #include <optional>
 #include <ranges>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -117,9 +118,14 @@ struct EncodedCall {
 ///   seq                          shipped as task `seq`: the control word decides
 class RemoteJob : public Job {
 public:
-    /// The encoded call (detail/remote_call.hpp); freed when the task ends.
+    /// detail::batch_overhead bytes of room for the batch framing, then the
+    /// encoded call (detail/remote_call.hpp); freed when the task ends.
     std::vector<std::byte> call;
     std::vector<std::shared_ptr<const void>> pins;
+
+    [[nodiscard]] std::span<const std::byte> call_bytes() const noexcept {
+        return std::span<const std::byte>(call).subspan(batch_overhead);
+    }
 
     /// The dispatcher took the job from the queue: false when it was
     /// cancelled there (the job is then gone).
@@ -503,7 +509,7 @@ private:
         detail::EncodedCall call;
         {
             detail::PinScope scope(call.pins);
-            call.bytes = detail::encode_call<T>(f, args...);
+            call.bytes = detail::encode_call<T, detail::batch_overhead>(f, args...);
         }
         return checked(std::move(call));
     }
@@ -511,7 +517,7 @@ private:
     // An encoded call over the limit is refused here: a refused send is not
     // a dead worker.
     detail::EncodedCall checked(detail::EncodedCall call) const {
-        const std::size_t size = call.bytes.size();
+        const std::size_t size = call.bytes.size() - detail::batch_overhead;  // the call, not its framing
         if (size > options_.max_message_size)
             throw ChannelError("crew: this task's encoded call is " + std::to_string(size) +
                                " bytes, over Options::max_message_size (" +
@@ -746,15 +752,27 @@ private:
                     continue;
                 }
                 w.write_value(seq);
-                w.write(j->call.data(), j->call.size());
+                const auto bytes = j->call_bytes();
+                if (batch.size() > 1) w.write(bytes.data(), bytes.size());
                 flight.push_back({j, seq});
             }
             if (flight.empty()) continue;
-            const auto count = static_cast<std::uint32_t>(flight.size());
-            std::memcpy(message.data(), &count, sizeof count);
+            // A task alone travels from its own buffer, framed in the room
+            // left at its front: a large call is never copied here.
+            std::span<const std::byte> to_send(message);
+            if (batch.size() == 1) {
+                auto& call = flight.front().job->call;
+                const std::uint32_t one = 1;
+                std::memcpy(call.data(), &one, sizeof one);
+                std::memcpy(call.data() + sizeof one, &flight.front().seq, sizeof(std::uint64_t));
+                to_send = call;
+            } else {
+                const auto count = static_cast<std::uint32_t>(flight.size());
+                std::memcpy(message.data(), &count, sizeof count);
+            }
             bool sent = true;
             try {
-                worker.channel.send_bytes(message);
+                worker.channel.send_bytes(to_send);
             } catch (const ChannelError&) {
                 sent = false;
             } catch (const std::bad_alloc&) {

@@ -195,11 +195,13 @@ const CodeRef& trampoline_ref() {
 }
 
 /// Encodes one call: trampoline, callable, arguments, straight into the
-/// bytes that are sent (the length is patched in afterwards).
-template <Trampoline T, class F, class... Args>
+/// bytes that are sent (the length is patched in afterwards). `Prefix`
+/// bytes are left free at the front for the sender's framing, so a call
+/// that travels alone is sent from this very buffer, never copied.
+template <Trampoline T, std::size_t Prefix = 0, class F, class... Args>
 std::vector<std::byte> encode_call(const F& f, const Args&... args) {
-    std::vector<std::byte> bytes;
-    bytes.reserve(64);
+    std::vector<std::byte> bytes(Prefix);
+    bytes.reserve(Prefix + 64);
     Writer w(bytes);
     w.write_value(trampoline_ref<T>());
     const std::size_t length_at = bytes.size();

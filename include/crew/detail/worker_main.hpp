@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -82,8 +83,11 @@ inline void write_failure_reply(std::vector<std::byte>& out, std::uint64_t seq, 
 }
 
 /// Buffers larger than this are released after use, so one large task does
-/// not keep its memory for the life of the worker (or the executor).
+/// not keep its memory for the life of the worker (or the executor). A
+/// worker keeps them while large messages keep coming (a fresh buffer costs
+/// a page fault per 4 KiB) and lets them go after `keep_buffer_idle`.
 inline constexpr std::size_t keep_buffer_bytes = std::size_t{4} << 20;
+inline constexpr std::chrono::milliseconds keep_buffer_idle{20};
 
 inline void trim(std::vector<std::byte>& buffer) {
     if (buffer.capacity() > keep_buffer_bytes) std::vector<std::byte>().swap(buffer);
@@ -117,7 +121,13 @@ template <class Endpoint>
         ControlBlock control = ControlBlock::attach(hello);
         for (;;) {
             try {
-                channel.receive_bytes(in);
+                if (in.capacity() <= keep_buffer_bytes && out.capacity() <= keep_buffer_bytes) {
+                    channel.receive_bytes(in);
+                } else if (!channel.receive_bytes_until(in, std::chrono::steady_clock::now() + keep_buffer_idle)) {
+                    trim(in);  // idle: large buffers go back (a message read in part stays in the channel)
+                    trim(out);
+                    channel.receive_bytes(in);
+                }
             } catch (const std::bad_alloc&) {
                 // Too large for Options::memory_limit: say so for the task at
                 // hand (seq 0 names "the task the parent waits for"), then go.
@@ -161,9 +171,7 @@ template <class Endpoint>
                                 std::to_string(config.max_message) + "); the worker is fine")));
                 }
                 channel.send_bytes(out);
-                trim(out);
             }
-            trim(in);
         }
     } catch (...) {
         // The parent is gone or sent garbage: nothing to report to; exit.
