@@ -58,6 +58,10 @@ int read_initialized() { return initialized_value; }
 
 std::vector<char> echo(std::vector<char> bytes) { return bytes; }
 std::vector<char> make_bytes(std::size_t n) { return std::vector<char>(n, 'r'); }
+std::size_t slow_size(std::vector<char> bytes, int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return bytes.size();
+}
 
 // A global with a dynamic initialiser, defined after crew's headers: a worker
 // must see it constructed, as main() does.
@@ -249,6 +253,38 @@ TEMPLATE_LIST_TEST_CASE("payloads of 0 B, 1 B and 256 MiB travel whole", "[proce
     auto back = ex.submit(echo, big).get();
     CHECK(back.size() == big.size());
     CHECK(back == big);
+}
+
+TEST_CASE("a large task never holds small ones back", "[process][payload]") {
+    crew::ProcessExecutor<> ex(2);
+    // Submitted first, a 32 MiB task that then runs 2 s; 20 small ones behind it.
+    auto large = ex.submit(slow_size, std::vector<char>(std::size_t{32} << 20, 'x'), 2000);
+    std::vector<crew::Future<int>> small;
+    for (int i = 0; i < 20; ++i) small.push_back(ex.submit(identity, i));
+    for (auto& f : small) REQUIRE(f.wait_for(30s));
+    CHECK_FALSE(large.ready());  // the small ones went to the other worker, not behind it
+    for (int i = 0; i < 20; ++i) CHECK(small[static_cast<std::size_t>(i)].get() == i);
+    CHECK(large.get() == std::size_t{32} << 20);
+}
+
+TEST_CASE("resident memory comes back after a 256 MiB echo", "[process][payload]") {
+    if (crew_test::sanitized()) return;  // their allocators keep freed memory
+    crew::ProcessExecutor<> ex(1);
+    const int worker = ex.submit(own_pid).get();
+    const std::size_t parent_before = crew_test::resident_bytes(::getpid());
+    const std::size_t worker_before = crew_test::resident_bytes(worker);
+    {
+        auto back = ex.submit(echo, std::vector<char>(std::size_t{256} << 20, 'x')).get();
+        CHECK(back.size() == std::size_t{256} << 20);
+    }
+    CHECK(ex.submit(own_pid).get() == worker);
+    const std::size_t slack = std::size_t{16} << 20;
+    CHECK(crew_test::resident_bytes(::getpid()) <= parent_before + slack);
+    // The worker lets its large buffers go once it has been idle a moment.
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (crew_test::resident_bytes(worker) > worker_before + slack && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(10ms);
+    CHECK(crew_test::resident_bytes(worker) <= worker_before + slack);
 }
 
 TEMPLATE_LIST_TEST_CASE("every start method runs tasks and leaves nothing behind", "[process]", Channels) {

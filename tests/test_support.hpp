@@ -90,4 +90,13 @@ inline std::size_t child_count() {
     return n;
 }
 
+/// Resident memory of process `pid` in bytes (VmRSS), 0 if unknown.
+inline std::size_t resident_bytes(int pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(status, line))
+        if (line.rfind("VmRSS:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
+    return 0;
+}
+
 }  // namespace crew_test
