@@ -8,7 +8,6 @@
 #endif
 
 #include <crew/session.hpp>
-#include <crew/process_executor.hpp>
 
 int main(int argc, char** argv) {
     crew::Session session(argc, argv);

@@ -12,6 +12,8 @@
 
 #include <crew/ipc/message_queue.hpp>
 #include <crew/ipc/shared_region.hpp>
+#include <crew/ipc/pipe.hpp>
+#include <crew/ipc/socket.hpp>
 #include <crew/process_executor.hpp>
 
 #include <atomic>

@@ -84,16 +84,11 @@
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
 #include <crew/ipc/channel.hpp>
-#include <crew/ipc/message_queue.hpp>
-#include <crew/ipc/pipe.hpp>
 #include <crew/ipc/shared_memory.hpp>
-#include <crew/ipc/socket.hpp>
 #include <crew/options.hpp>
 #include <crew/session.hpp>
 #include <crew/sync/lock_free.hpp>
-#include <crew/sync/mutex.hpp>
 #include <crew/sync/policy.hpp>
-#include <crew/sync/semaphore.hpp>
 
 namespace crew {
 
@@ -337,11 +332,7 @@ public:
     explicit ProcessExecutor(std::size_t workers = 0, Options options = {})
         : options_(std::move(options)), core_(options_, queue_capacity) {
         const Start start = options_.start.value_or(Start::spawn);
-        if (!detail::is_spawnable<Transport> && start != Start::fork)
-            throw InvalidArgument(std::string("crew::ProcessExecutor: a spawned worker (or fork server) is a fresh "
-                                              "copy of the program and can only serve crew's own channels, not \"") +
-                                  std::string(Channel::name) +
-                                  "\"; pass Options{.start = crew::Start::fork} to use this channel");
+        (void)serves_;  // this executor's channel is one a spawned copy can serve
         if (start != Start::fork && !Session::active())
             throw InvalidArgument(
                 std::string("crew::ProcessExecutor: Start::") + (start == Start::spawn ? "spawn" : "fork_server") +
@@ -497,6 +488,10 @@ private:
     static constexpr std::chrono::milliseconds liveness_poll{50};
 
     static constexpr int stop_none = 0, stop_cancel = 1, stop_kill = 2;
+
+    // Registered during static initialisation of any program that uses this
+    // executor type, so that its spawned copies can serve this channel.
+    static inline const bool serves_ = detail::serve_workers_over<Transport>();
 
     template <class Fn, class R, class... Args>
     static constexpr void check_task() {

@@ -13,12 +13,12 @@
 #include <cstdlib>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <tuple>
-#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -32,13 +32,7 @@
 #include <crew/detail/wire.hpp>
 #include <crew/detail/worker_process.hpp>
 #include <crew/errors.hpp>
-#include <crew/ipc/message_queue.hpp>
-#include <crew/ipc/pipe.hpp>
-#include <crew/ipc/shared_memory.hpp>
-#include <crew/ipc/socket.hpp>
 #include <crew/session.hpp>
-#include <crew/sync/mutex.hpp>
-#include <crew/sync/semaphore.hpp>
 
 namespace crew::detail {
 
@@ -191,24 +185,46 @@ template <class Channel>
     ::_exit(126);
 }
 
-/// The channels a spawned worker can serve: it is a fresh copy of the
-/// program, so it must find the channel type from its name.
-using spawnable_channels =
-    std::tuple<ipc::SharedMemory, ipc::BasicSharedMemory<sync::Mutex>, ipc::BasicSharedMemory<sync::Semaphore>,
-               ipc::Pipe, ipc::Socket, ipc::MessageQueue>;
+/// The channels a spawned worker can serve, by name: a fresh copy of the
+/// program finds the channel type from the name in its request. Every
+/// ProcessExecutor type registers its own channel during static
+/// initialisation (ProcessExecutor::serves_), so a program compiles the
+/// worker loop only for the channels it uses, and any channel whose end can
+/// be exported works.
+class ServedChannels {
+public:
+    using Serve = void (*)(std::string_view handle, const WorkerConfig& config);
 
-template <class Channel>
-inline constexpr bool is_spawnable = []<class... Cs>(std::tuple<Cs...>*) {
-    return (std::is_same_v<Channel, Cs> || ...);
-}(static_cast<spawnable_channels*>(nullptr));
+    static bool add(std::string_view name, Serve serve) {
+        auto& r = instance();
+        std::lock_guard lock(r.mutex_);
+        for (auto& e : r.entries_)
+            if (e.first == name) return true;
+        r.entries_.emplace_back(std::string(name), serve);
+        return true;
+    }
+    static Serve find(std::string_view name) {
+        auto& r = instance();
+        std::lock_guard lock(r.mutex_);
+        for (auto& e : r.entries_)
+            if (e.first == name) return e.second;
+        return nullptr;
+    }
+
+private:
+    static ServedChannels& instance() {
+        static ServedChannels registry;
+        return registry;
+    }
+    std::mutex mutex_;
+    std::vector<std::pair<std::string, Serve>> entries_;
+};
 
 /// Serves an exported channel end ("<channel name>:...") as a worker.
 [[noreturn]] inline void serve_handle(std::string_view handle, const WorkerConfig& config) {
     const std::string_view channel = handle.substr(0, handle.find(':'));
-    [&]<class... Cs>(std::tuple<Cs...>*) {
-        ((channel == Cs::name ? serve_exported<Cs>(handle, config) : void()), ...);
-    }(static_cast<spawnable_channels*>(nullptr));
-    std::fprintf(stderr, "crew: the worker was asked to serve an unknown channel \"%.*s\"\n",
+    if (auto serve = ServedChannels::find(channel)) serve(handle, config);
+    std::fprintf(stderr, "crew: the worker was asked to serve a channel this program does not use: \"%.*s\"\n",
                  static_cast<int>(channel.size()), channel.data());
     ::_exit(126);
 }
@@ -245,8 +261,14 @@ inline void serve_if_requested() {
     serve_handle(handle, config);
 }
 
-// crew::Session calls serve_if_requested() (set during static
-// initialisation: only a pointer is stored, nothing runs before main).
-inline const bool session_serves_workers = (serve_if_worker = &serve_if_requested, true);
+/// Registers `Channel` for spawned workers and makes crew::Session call
+/// serve_if_requested(): ProcessExecutor<Channel, ...> runs this during
+/// static initialisation (only a pointer and a name are stored; nothing runs
+/// before main()).
+template <class Channel>
+bool serve_workers_over() {
+    serve_if_worker = &serve_if_requested;
+    return ServedChannels::add(Channel::name, &serve_exported<Channel>);
+}
 
 }  // namespace crew::detail
