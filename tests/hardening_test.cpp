@@ -9,6 +9,7 @@
 // fresh copies of this binary, serving from the crew::Session in
 // tests/catch_main.cpp.
 #include "catch.hpp"
+#include "test_support.hpp"
 
 #include <crew/ipc/message_queue.hpp>
 #include <crew/ipc/shared_region.hpp>
@@ -31,6 +32,8 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -405,4 +408,79 @@ TEST_CASE("item 1: a call can only name a crew task entry of this program", "[ha
     CHECK(reply.read_value<std::uint8_t>() == static_cast<std::uint8_t>(crew::detail::Outcome::exception));
     auto error = crew::detail::decode_exception(reply);
     CHECK_THROWS_AS(std::rethrow_exception(error), crew::CodecError);
+}
+
+namespace {
+// Raises this worker's address-space limit back to its hard limit (the
+// parent lowered its own soft limit, which the worker inherited), then
+// returns `mib` MiB.
+std::vector<char> big_result(std::size_t mib) {
+    rlimit limit{};
+    ::getrlimit(RLIMIT_AS, &limit);
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_AS, &limit);
+    return std::vector<char>(mib << 20, 'r');
+}
+
+// Writes one extra, well-formed reply frame (Pipe framing: 8-byte length,
+// then seq, outcome "value", an int) into this worker's reply pipe, as
+// garbage from a buggy library in the task might; then returns normally.
+int forge_extra_reply() {
+    for (int fd = 3; fd < 256; ++fd) {
+        struct stat st {};
+        if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) continue;
+        if ((::fcntl(fd, F_GETFL) & O_ACCMODE) != O_WRONLY) continue;
+        std::vector<std::byte> frame;
+        crew::Writer w(frame);
+        w.write_value(std::uint64_t{8 + 1 + 4});
+        w.write_value(std::uint64_t{424242});
+        w.write_value(std::uint8_t{0});
+        w.write_value(99);
+        (void)!::write(fd, frame.data(), frame.size());
+    }
+    return 1;
+}
+}  // namespace
+
+TEST_CASE("item 7: a result this process cannot allocate fails its future, the program goes on",
+          "[hardening][memory]") {
+    if (crew_test::sanitized()) return;  // sanitizers reserve terabytes of address space
+    require_exit_0(run_isolated([] {
+        crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.start = crew::Start::fork});
+        if (ex.submit(&twice, 1).get() != 2) return 2;
+        // Room for what this process uses now plus 128 MiB, not for a 256 MiB reply.
+        rlimit limit{};
+        ::getrlimit(RLIMIT_AS, &limit);
+        std::size_t used = 0;
+        {
+            std::ifstream status("/proc/self/status");
+            for (std::string line; std::getline(status, line);)
+                if (line.rfind("VmSize:", 0) == 0) used = std::stoull(line.substr(7)) * 1024;
+        }
+        limit.rlim_cur = used + (std::size_t{128} << 20);
+        if (::setrlimit(RLIMIT_AS, &limit) != 0) return 0;  // cannot lower it here: nothing to test
+        try {
+            (void)ex.submit(&big_result, std::size_t{256}).get();
+            return 3;
+        } catch (const std::bad_alloc&) {
+        } catch (const crew::ChannelError&) {
+        }
+        limit.rlim_cur = limit.rlim_max;
+        ::setrlimit(RLIMIT_AS, &limit);
+        return ex.submit(&twice, 5).get() == 10 ? 0 : 4;  // a new worker took its place
+    }));
+}
+
+TEST_CASE("item 8: an extra frame in a worker's channel is caught, never a wrong value", "[hardening][frames]") {
+    crew::ProcessExecutor<crew::ipc::Pipe> ex(1, crew::Options{.start = crew::Start::fork});
+    // The forged frame arrives before the task's own reply: its seq names no
+    // task in flight, so the task that wrote it fails and its worker goes.
+    try {
+        (void)ex.submit(&forge_extra_reply).get();
+        FAIL("expected a ChannelError");
+    } catch (const crew::ChannelError& e) {
+        CHECK(std::string(e.what()).find("protocol") != std::string::npos);
+    }
+    // Later tasks get their own values, never the forged 99.
+    for (int i = 0; i < 5; ++i) CHECK(ex.submit(&twice, i).get() == 2 * i);
 }
