@@ -39,6 +39,15 @@ inline int started_then_sleep(crew::SharedArray<int> flag, int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return ms;
 }
+/// Returns `value` once the test raised `gate[0]` (30 s at most): a task
+/// that finishes after another one on purpose, not by sleeping longer.
+inline int when_released(crew::SharedArray<int> gate, int value) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::atomic_ref<int>(gate[0]).load() == 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return value;
+}
+inline void release(crew::SharedArray<int>& gate) { std::atomic_ref<int>(gate[0]).store(1); }
 /// Waits (30 s at most) until `flag[0]` was raised; false on timeout.
 inline bool wait_started(crew::SharedArray<int>& flag) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -153,38 +162,48 @@ TEMPLATE_TEST_CASE("when_all, when_any, as_completed and wait", CREW_SUITE_TAG, 
     }
     SECTION("when_any tells which finished first") {
         std::vector<crew::Future<int>> fs;
-        fs.push_back(ex.submit(suite::sleep_then, 400));
+        crew::SharedArray<int> gate(1);
+        fs.push_back(ex.submit(suite::when_released, gate, 400));
         fs.push_back(ex.submit(suite::sleep_then, 1));
         std::size_t first = crew::when_any(fs);
+        suite::release(gate);
         CHECK(first == 1);
         CHECK(fs[first].get() == 1);
         CHECK(fs[0].get() == 400);
     }
     SECTION("as_completed yields each future once, as it becomes ready") {
         std::vector<crew::Future<int>> fs;
-        fs.push_back(ex.submit(suite::sleep_then, 300));
+        crew::SharedArray<int> gate(1);
+        fs.push_back(ex.submit(suite::when_released, gate, 300));
         fs.push_back(ex.submit(suite::sleep_then, 1));
         std::vector<int> order;
-        for (auto& f : crew::as_completed(fs)) order.push_back(f.get());
+        for (auto& f : crew::as_completed(fs)) {
+            order.push_back(f.get());
+            suite::release(gate);  // the first has come: now the other may finish
+        }
         CHECK(order == std::vector<int>{1, 300});
     }
     SECTION("wait: first_completed, first_exception, all_completed, timeout") {
         std::vector<crew::Future<int>> fs;
-        fs.push_back(ex.submit(suite::sleep_then, 500));
+        crew::SharedArray<int> gate(1);
+        fs.push_back(ex.submit(suite::when_released, gate, 500));
         fs.push_back(ex.submit(suite::sleep_then, 1));
         auto r = crew::wait(fs, crew::Return::first_completed);
         CHECK(r.done == std::vector<std::size_t>{1});
         CHECK(r.not_done == std::vector<std::size_t>{0});
         auto t = crew::wait(fs, crew::Return::all_completed, 10ms);
         CHECK(t.not_done == std::vector<std::size_t>{0});
+        suite::release(gate);
         auto all = crew::wait(fs, crew::Return::all_completed);
         CHECK(all.done.size() == 2);
         CHECK(all.not_done.empty());
 
         std::vector<crew::Future<int>> gs;
-        gs.push_back(ex.submit(suite::sleep_then, 600));
+        crew::SharedArray<int> gate2(1);
+        gs.push_back(ex.submit(suite::when_released, gate2, 600));
         gs.push_back(ex.submit(suite::always_throws));
         auto e = crew::wait(gs, crew::Return::first_exception);
+        suite::release(gate2);
         CHECK(e.done == std::vector<std::size_t>{1});
         CHECK(e.not_done == std::vector<std::size_t>{0});
     }
