@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <atomic>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <ranges>
@@ -524,4 +525,29 @@ TEMPLATE_TEST_CASE("imap yields results in order, lazily", CREW_SUITE_TAG, CREW_
         CHECK(std::string(e.what()).find("input 3 failed") != std::string::npos);
     }
     CHECK(before == std::vector<int>{0, 1, 2});
+}
+
+TEMPLATE_TEST_CASE("work queued far past the ring drains at shutdown, each task once", CREW_SUITE_TAG,
+                   CREW_SUITE_TYPES) {
+    // More than the Sync policy's 1024-slot ring holds: the rest waits in the
+    // overflow behind it, and moves into the ring while shutdown drains.
+    const int n = 3000;
+    std::vector<crew::Future<int>> futures;
+    {
+        TestType ex(1);
+        crew::SharedArray<int> gate(1);
+        auto first = ex.submit(suite::when_released, gate, 7);  // holds the only worker
+        for (int i = 0; i < n; ++i) futures.push_back(ex.submit(suite::square, i));
+        // Shut down while the ring is full and the overflow holds the rest.
+        auto closing = std::async(std::launch::async, [&] { ex.shutdown(crew::Shutdown::drain); });
+        std::this_thread::sleep_for(20ms);  // (lets shutdown begin first; correct either way)
+        suite::release(gate);
+        REQUIRE(closing.wait_for(120s) == std::future_status::ready);
+        CHECK(first.get() == 7);
+    }
+    for (int i = 0; i < n; ++i) {
+        auto& f = futures[static_cast<std::size_t>(i)];
+        REQUIRE(f.ready());
+        CHECK(f.get() == i * i);
+    }
 }

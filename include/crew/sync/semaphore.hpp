@@ -41,8 +41,7 @@ struct Semaphore {
 
         bool try_push(T&& item) {
             if (!free_.try_acquire()) return false;
-            put(std::move(item));
-            return true;
+            return put(std::move(item));
         }
         bool try_pop(T& out) {
             if (!used_.try_acquire()) return false;
@@ -54,8 +53,7 @@ struct Semaphore {
                 free_.release();  // pass the wake-up on to the next blocked producer
                 return false;
             }
-            put(std::move(item));
-            return true;
+            return put(std::move(item));
         }
         bool pop(T& out) {
             used_.acquire();
@@ -74,11 +72,20 @@ struct Semaphore {
         [[nodiscard]] std::size_t capacity() const noexcept { return ring_.capacity(); }
 
     private:
-        void put(T&& item) {
+        // Holding one `free` token: a slot, or (after close) the closing
+        // token, which must not let an item into a full ring: then it is
+        // passed on and the push refused.
+        bool put(T&& item) {
             guard_.acquire();
+            if (ring_.full()) {
+                guard_.release();
+                free_.release();
+                return false;
+            }
             ring_.push(std::move(item));
             guard_.release();
             used_.release();
+            return true;
         }
         // Holding one `used` token: an item, or the closing token.
         bool take(T& out) {
