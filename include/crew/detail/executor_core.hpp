@@ -22,7 +22,6 @@
 
 #include <crew/detail/deadline.hpp>
 #include <crew/detail/demangle.hpp>
-#include <crew/detail/event_count.hpp>  // CREW_DETAIL_TSAN
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
 #include <crew/options.hpp>
@@ -86,53 +85,64 @@ private:
 
 /// An executor's task counters (stats(), wait_idle(), max_pending). Every
 /// task and post passes through: queued -> (started -> finished) | cancelled.
-/// Queued and running share one word (low and high half), so each step is a
-/// single RMW and wait_idle() waits for that word to be 0.
+/// Submitters and workers count on separate cache lines (each side pays one
+/// RMW per step, with no ping-pong between them); queued, running and
+/// idleness are differences read back in an order that never reports idle
+/// while a task is outstanding.
 class TaskCounters {
 public:
-    void queued() noexcept { active_.fetch_add(one_queued, std::memory_order_seq_cst); }
+    void queued() noexcept { submitted_.fetch_add(1, std::memory_order_seq_cst); }
     void started() noexcept {
-        active_.fetch_add(one_running - one_queued, std::memory_order_seq_cst);  // never borrows: it was queued
+        started_.fetch_add(1, std::memory_order_seq_cst);
         room_.notify();
     }
     /// A started task ended; `ok`: with a value.
     void finished(bool ok) noexcept {
-        (ok ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
-        leave(one_running);
+        (ok ? completed_ : failed_).fetch_add(1, std::memory_order_seq_cst);
+        idle_.notify();
     }
     /// A queued task will never start.
     void cancelled() noexcept {
-        cancelled_.fetch_add(1, std::memory_order_relaxed);
-        leave(one_queued);
+        cancelled_.fetch_add(1, std::memory_order_seq_cst);
         room_.notify();
+        idle_.notify();
     }
     /// A started task was stopped (Shutdown::kill, or cancelled after it
     /// was shipped to a worker process): counted as cancelled.
     void stopped() noexcept {
-        cancelled_.fetch_add(1, std::memory_order_relaxed);
-        leave(one_running);
+        stopped_.fetch_add(1, std::memory_order_seq_cst);
+        idle_.notify();
     }
     /// A queued task was refused before it counted (enqueue threw).
     void unqueued() noexcept {
-        leave(one_queued);
+        refused_.fetch_add(1, std::memory_order_seq_cst);
         room_.notify();
+        idle_.notify();
     }
 
     [[nodiscard]] Stats snapshot(std::size_t workers) const noexcept {
-        const std::uint64_t active = active_.load(std::memory_order_relaxed);
+        // Later stages first: a task counted there is counted in the earlier
+        // ones too, so no difference below goes negative.
+        const std::size_t completed = completed_.load(std::memory_order_seq_cst);
+        const std::size_t failed = failed_.load(std::memory_order_seq_cst);
+        const std::size_t stopped = stopped_.load(std::memory_order_seq_cst);
+        const std::size_t started = started_.load(std::memory_order_seq_cst);
+        const std::size_t cancelled = cancelled_.load(std::memory_order_seq_cst);
+        const std::size_t refused = refused_.load(std::memory_order_seq_cst);
+        const std::size_t submitted = submitted_.load(std::memory_order_seq_cst);
         Stats s;
-        s.queued = static_cast<std::size_t>(active & low_half);
-        s.running = static_cast<std::size_t>(active >> 32);
-        s.completed = completed_.load(std::memory_order_relaxed);
-        s.failed = failed_.load(std::memory_order_relaxed);
-        s.cancelled = cancelled_.load(std::memory_order_relaxed);
+        s.queued = submitted - refused - cancelled - started;
+        s.running = started - completed - failed - stopped;
+        s.completed = completed;
+        s.failed = failed;
+        s.cancelled = cancelled + stopped;
         s.workers = workers;
         return s;
     }
 
     /// Until nothing is queued or running; false at `deadline` (none: null).
     bool wait_idle(const std::chrono::steady_clock::time_point* deadline) {
-        return idle_.wait_until([this] { return active_.load(std::memory_order_seq_cst) == 0; }, deadline);
+        return idle_.wait_until([this] { return idle(); }, deadline);
     }
 
     /// Until fewer than `limit` tasks are queued, or `stop()`.
@@ -141,22 +151,28 @@ public:
         room_.wait_until([&] { return stop() || queued_now() < limit; }, nullptr);
     }
     [[nodiscard]] std::size_t queued_now() const noexcept {
-        return static_cast<std::size_t>(active_.load(std::memory_order_seq_cst) & low_half);
+        const std::size_t ended = started_.load(std::memory_order_seq_cst) +
+                                  cancelled_.load(std::memory_order_seq_cst) +
+                                  refused_.load(std::memory_order_seq_cst);
+        return submitted_.load(std::memory_order_seq_cst) - ended;
     }
     void wake_room_waiters() { room_.notify(); }
 
 private:
-    static constexpr std::uint64_t one_queued = 1;
-    static constexpr std::uint64_t one_running = std::uint64_t{1} << 32;
-    static constexpr std::uint64_t low_half = one_running - 1;
-
-    void leave(std::uint64_t one) noexcept {
-        if (active_.fetch_sub(one, std::memory_order_seq_cst) == one) idle_.notify();
+    // Every task submitted so far has ended: the ends are read first, so a
+    // task submitted meanwhile only makes the answer "not idle".
+    [[nodiscard]] bool idle() const noexcept {
+        const std::size_t ended =
+            completed_.load(std::memory_order_seq_cst) + failed_.load(std::memory_order_seq_cst) +
+            stopped_.load(std::memory_order_seq_cst) + cancelled_.load(std::memory_order_seq_cst) +
+            refused_.load(std::memory_order_seq_cst);
+        return ended == submitted_.load(std::memory_order_seq_cst);
     }
 
-    std::atomic<std::uint64_t> active_{0};
-    alignas(64) std::atomic<std::size_t> completed_{0};
-    std::atomic<std::size_t> failed_{0}, cancelled_{0};
+    alignas(64) std::atomic<std::size_t> submitted_{0};  // submitters
+    alignas(64) std::atomic<std::size_t> started_{0};    // workers
+    std::atomic<std::size_t> completed_{0}, failed_{0}, stopped_{0};
+    alignas(64) std::atomic<std::size_t> cancelled_{0}, refused_{0};  // anyone, rarely
     Waitable idle_, room_;
 };
 
@@ -235,10 +251,11 @@ std::vector<R> join_chunks(Chunks& chunks, std::size_t expected, std::exception_
 /// The queue of an executor: the Sync policy's bounded ring, with an
 /// overflow list behind it, so the queue is unbounded and no submitter ever
 /// blocks on it (Options::max_pending adds back-pressure for outside threads
-/// only). While the overflow holds anything, new jobs go behind it, and every
-/// consumer that frees a slot moves jobs from the overflow into the ring: jobs
-/// stay in submission order, and a consumer asleep on an empty ring is woken
-/// by the ring itself.
+/// only). While the overflow holds anything, new jobs go behind it (jobs stay
+/// in submission order), and each such producer moves what fits from the
+/// overflow into the ring; consumers take from the overflow once the ring is
+/// empty. The fast path (ring not full, overflow empty) costs one load more
+/// than the bare ring.
 template <sync::policy Sync>
 class ExecutorCore final : public WaitHelper {
 public:
@@ -268,12 +285,8 @@ public:
             try {
                 std::lock_guard lock(overflow_mutex_);
                 overflow_.push_back(job);
-                // seq_cst RMW, then the refill's look at the ring: pairs with after_pop().
                 overflow_size_.fetch_add(1, std::memory_order_seq_cst);
-#if !defined(CREW_DETAIL_TSAN)
-                std::atomic_thread_fence(std::memory_order_seq_cst);
-#endif
-                refill_locked();
+                refill_locked();  // a consumer asleep on an empty ring wakes here
             } catch (...) {
                 counters_.unqueued();
                 gate_.leave();
@@ -283,17 +296,15 @@ public:
         gate_.leave();
     }
 
-    /// Next job for a consumer; blocks; false once closed and drained.
+    /// Next job for a consumer; blocks; false once closed and drained. The
+    /// overflow is looked at only when the ring is empty (its jobs are newer
+    /// than the ring's); a consumer asleep on an empty ring is woken by the
+    /// producer that refills the ring from the overflow.
     bool take(Job*& job) {
-        if (!queue_.pop(job)) return take_overflow(job);
-        after_pop();
-        return true;
+        if (queue_.try_pop(job) || take_overflow(job)) return true;
+        return queue_.pop(job) || take_overflow(job);
     }
-    bool try_take(Job*& job) {
-        if (!queue_.try_pop(job)) return take_overflow(job);
-        after_pop();
-        return true;
-    }
+    bool try_take(Job*& job) { return queue_.try_pop(job) || take_overflow(job); }
 
     /// Refuses new work; with cancel_pending or kill, cancels what has not
     /// started; then lets consumers drain and stop.
@@ -346,19 +357,8 @@ public:
     }
 
 private:
-    // A consumer freed a slot: move waiting overflow jobs into the ring. The
-    // fence pairs with the one in enqueue's seq_cst increment: either the
-    // producer's try_push saw our pop, or we see its overflow.
-    void after_pop() {
-#if defined(CREW_DETAIL_TSAN)  // TSan does not model fences: an RMW orders the same way
-        if (overflow_size_.fetch_add(0, std::memory_order_seq_cst) == 0) return;
-#else
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        if (overflow_size_.load(std::memory_order_relaxed) == 0) return;
-#endif
-        std::lock_guard lock(overflow_mutex_);
-        refill_locked();
-    }
+    // The ring is empty: take the oldest overflow job, and move what fits of
+    // the rest into the ring (one lock for up to a ringful of jobs).
     bool take_overflow(Job*& job) {
         if (overflow_size_.load(std::memory_order_seq_cst) == 0) return false;
         std::lock_guard lock(overflow_mutex_);
@@ -366,6 +366,7 @@ private:
         job = overflow_.front();
         overflow_.pop_front();
         overflow_size_.fetch_sub(1, std::memory_order_seq_cst);
+        refill_locked();
         return true;
     }
     void refill_locked() {
