@@ -617,7 +617,7 @@ private:
         detail::inside_executor = true;
         std::vector<std::byte> in;
         detail::MpiIdle idle;
-        bool kill_sent = false;
+        std::uint8_t kill_sent = 0;  // the cancel_how_ already sent to the ranks
         try {
             for (;;) {
                 const std::uint32_t seen = wake_.load(std::memory_order_acquire);
@@ -632,9 +632,9 @@ private:
                     receive_results(r, from);
                 }
                 did = forward_cancels() || did;
-                if (cancel_how_.load() == 2 && !kill_sent) {
-                    kill_sent = true;
-                    send_kill();
+                if (const std::uint8_t how = cancel_how_.load(); how > kill_sent) {
+                    kill_sent = how;
+                    send_kill(how == 2 ? Shutdown::kill : Shutdown::cancel_pending);
                 }
                 bool idle_slot = false;
                 did = dispatch(idle_slot) || did;
@@ -797,11 +797,14 @@ private:
         return !requests.empty();
     }
 
-    void send_kill() {
+    // Shutdown::cancel_pending or kill, at once on every rank: tasks shipped
+    // there that no worker began are cancelled (kill also stops what runs).
+    void send_kill(Shutdown how) {
         std::vector<std::byte> out;
         for (std::size_t r = 0; r < opened_ranks_; ++r) {
             Writer w = detail::mpi_begin_message(out, detail::MpiKind::kill);
             w.write_value(id_);
+            w.write_value(static_cast<std::uint8_t>(how));
             detail::mpi_end_message(out);
             outbox_.send(static_cast<int>(1 + r), detail::mpi_control_tag, std::move(out));
         }

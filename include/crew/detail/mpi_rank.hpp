@@ -195,7 +195,11 @@ private:
             case MpiKind::cancel: cancel(r); return true;
             case MpiKind::kill: {
                 auto it = executors_.find(r.read_value<std::uint32_t>());
-                if (it != executors_.end() && it->second.local) it->second.local->shutdown(Shutdown::kill);
+                const auto how = static_cast<Shutdown>(r.read_value<std::uint8_t>());
+                if (how != Shutdown::cancel_pending && how != Shutdown::kill)
+                    throw ChannelError("crew: a malformed stop message from rank 0");
+                if (it != executors_.end() && it->second.local) it->second.local->shutdown(how);
+                send_results();  // what that cancelled or stopped
                 return true;
             }
             case MpiKind::close: {

@@ -52,7 +52,7 @@ namespace crew::detail {
 enum class MpiKind : std::uint8_t {
     open = 1,     ///< rank 0 -> rank: start an executor's local worker processes
     batch = 2,    ///< rank 0 -> rank: tasks for one slot
-    kill = 3,     ///< rank 0 -> rank: Shutdown::kill on an executor's local workers
+    kill = 3,     ///< rank 0 -> rank: Shutdown::cancel_pending or kill (u8) on an executor's local workers
     close = 4,    ///< rank 0 -> rank: stop an executor's local workers
     stop = 5,     ///< rank 0 -> rank: the session ends; finalize and exit
     opened = 6,   ///< rank -> rank 0: answer to open (u8 ok, string error)
@@ -334,7 +334,7 @@ struct MpiIdentity {
     std::uint64_t build_id = 0;
     std::uint32_t order = 0x01020304;
     std::uint8_t sizes[8] = {sizeof(void*),       sizeof(long),    sizeof(long long),      sizeof(std::size_t),
-                             sizeof(long double), sizeof(wchar_t), alignof(std::max_align_t), 1 /* wire version */};
+                             sizeof(long double), sizeof(wchar_t), alignof(std::max_align_t), 2 /* wire version */};
     char host[44] = {};
 };
 static_assert(sizeof(MpiIdentity) == 64, "MpiIdentity travels as 64 bytes");
