@@ -312,22 +312,10 @@ TEST_CASE("item 12: a fork server that was killed is replaced", "[hardening][for
         if (ex.submit(&twice, 1).get() != 2) return 2;
         // The server: our child that has children of its own.
         pid_t server = -1;
-        const std::string me = std::to_string(::getpid());
-        for (auto& e : std::filesystem::directory_iterator("/proc")) {
-            std::ifstream stat(e.path() / "stat");
-            std::string line;
-            if (!std::getline(stat, line)) continue;
-            const auto close = line.rfind(')');
-            if (close == std::string::npos) continue;
-            std::istringstream rest(line.substr(close + 2));
-            char state;
-            std::string ppid;
-            rest >> state >> ppid;
-            if (ppid != me) continue;
-            const std::string pid = e.path().filename().string();
-            std::ifstream children("/proc/" + pid + "/task/" + pid + "/children");
+        for (int pid : crew_test::child_pids()) {
+            std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
             std::string kids;
-            if (std::getline(children, kids) && !kids.empty()) server = std::stoi(pid);
+            if (std::getline(children, kids) && !kids.empty()) server = pid;
         }
         if (server <= 0) return 3;
         ::kill(server, SIGKILL);

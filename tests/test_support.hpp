@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <unistd.h>
 
@@ -72,9 +73,9 @@ inline std::set<std::string> ipc_names() {
     return names;
 }
 
-/// Children of this process, zombies included, by scanning /proc.
-inline std::size_t child_count() {
-    std::size_t n = 0;
+/// Pids of this process's children, zombies included, by scanning /proc.
+inline std::vector<int> child_pids() {
+    std::vector<int> pids;
     const std::string me = std::to_string(::getpid());
     for (auto& e : std::filesystem::directory_iterator("/proc")) {
         std::ifstream stat(e.path() / "stat");
@@ -85,10 +86,13 @@ inline std::size_t child_count() {
         std::istringstream rest(line.substr(close + 2));
         std::string state, ppid;
         rest >> state >> ppid;
-        n += ppid == me;
+        if (ppid == me) pids.push_back(std::stoi(e.path().filename().string()));
     }
-    return n;
+    return pids;
 }
+
+/// Children of this process, zombies included.
+inline std::size_t child_count() { return child_pids().size(); }
 
 /// Resident memory of process `pid` in bytes (VmRSS), 0 if unknown.
 inline std::size_t resident_bytes(int pid) {
