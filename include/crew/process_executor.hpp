@@ -6,7 +6,8 @@
 // worker takes its place, every other task completes. Tasks can be killed
 // (Options::task_timeout) and limited (Options::memory_limit).
 // Cost: each task and result is encoded (crew::Codec) and crosses a channel.
-// Tasks are shipped in batches (up to 64 per message) and results streamed
+// Tasks are shipped in batches (up to 64 and 256 KiB per message; a large
+// task travels alone, never copied into a batch) and results streamed
 // back, so many small tasks cost about a microsecond each, while a single
 // submit -> get round trip costs one IPC round trip (see docs/benchmarks.md).
 //
@@ -16,7 +17,7 @@
 // How it works (docs/design.md): one dispatcher thread per worker in this
 // process takes tasks from the Sync policy's queue, ships them to its worker
 // over its own Channel endpoint, completes the futures from the results, and
-// watches the worker: death (reaped with waitpid), timeout (SIGKILL), garbage
+// watches the worker: death (through its pidfd), timeout (SIGKILL), garbage
 // on the channel. Workers start by Start::spawn (fork + exec of this same
 // binary: safe when this process runs threads) unless Options::start says
 // otherwise (Start::fork_server: one fresh copy forks them all; Start::fork);
