@@ -472,3 +472,31 @@ TEST_CASE("item 8: an extra frame in a worker's channel is caught, never a wrong
     // Later tasks get their own values, never the forged 99.
     for (int i = 0; i < 5; ++i) CHECK(ex.submit(&twice, i).get() == 2 * i);
 }
+
+TEST_CASE("item 1: a function pointer sent as a task must name the start of a function", "[hardening][entries]") {
+    using Fn = int (*)(int);
+    auto call_with = [](const void* target) {
+        std::vector<std::byte> call;
+        crew::Writer w(call);
+        w.write_value(crew::detail::trampoline_ref<&crew::detail::call_trampoline<Fn, int>>());
+        w.write_value(std::uint64_t{16 + sizeof(int)});
+        w.write_value(crew::detail::ModuleTable::ref(target));
+        w.write_value(21);
+        crew::Reader in(call);
+        std::vector<std::byte> out;
+        crew::detail::run_call(9, in, out);
+        return out;
+    };
+    // The real function runs.
+    auto good = call_with(reinterpret_cast<const void*>(&twice));
+    crew::Reader ok(good);
+    CHECK(ok.read_value<std::uint64_t>() == 9);
+    CHECK(ok.read_value<std::uint8_t>() == static_cast<std::uint8_t>(crew::detail::Outcome::value));
+    CHECK(ok.read_value<int>() == 42);
+    // One byte into it: executable, but no function starts there: refused.
+    auto bad = call_with(reinterpret_cast<const char*>(reinterpret_cast<const void*>(&twice)) + 1);
+    crew::Reader no(bad);
+    CHECK(no.read_value<std::uint64_t>() == 9);
+    CHECK(no.read_value<std::uint8_t>() == static_cast<std::uint8_t>(crew::detail::Outcome::exception));
+    CHECK_THROWS_AS(std::rethrow_exception(crew::detail::decode_exception(no)), crew::CodecError);
+}

@@ -72,7 +72,7 @@ void encode_callable(Writer& w, const F& f) {
 template <class F>
 F decode_callable(Reader& r) {
     if constexpr (std::is_pointer_v<F>)
-        return reinterpret_cast<F>(const_cast<void*>(ModuleTable::resolve(r.read_value<CodeRef>())));
+        return reinterpret_cast<F>(const_cast<void*>(ModuleTable::resolve_function(r.read_value<CodeRef>())));
     else
         return F{};
 }

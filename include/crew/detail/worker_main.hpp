@@ -98,7 +98,7 @@ template <class Endpoint>
     std::exception_ptr init_error;
     if (config.has_initializer) {
         init_error = capture_exception(
-            [&] { reinterpret_cast<void (*)()>(const_cast<void*>(ModuleTable::resolve(config.initializer)))(); });
+            [&] { reinterpret_cast<void (*)()>(const_cast<void*>(ModuleTable::resolve_function(config.initializer)))(); });
         if (init_error) {
             auto info = describe(init_error);
             init_error = std::make_exception_ptr(
