@@ -73,10 +73,11 @@ inline std::set<std::string> ipc_names() {
     return names;
 }
 
-/// Pids of this process's children, zombies included, by scanning /proc.
-inline std::vector<int> child_pids() {
+/// Pids of the children of `parent` (default: this process), zombies
+/// included, by scanning /proc.
+inline std::vector<int> child_pids(int parent = ::getpid()) {
     std::vector<int> pids;
-    const std::string me = std::to_string(::getpid());
+    const std::string me = std::to_string(parent);
     for (auto& e : std::filesystem::directory_iterator("/proc")) {
         std::ifstream stat(e.path() / "stat");
         std::string line;

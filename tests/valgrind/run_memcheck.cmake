@@ -13,6 +13,7 @@
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 string(TIMESTAMP start "%s")
+set(ENV{CREW_TEST_CASE_TIMEOUT} 550)  # the test watchdog, for valgrind's pace
 execute_process(
   COMMAND ${VALGRIND} --tool=memcheck --error-exitcode=1 --leak-check=full --show-leak-kinds=definite
           --errors-for-leak-kinds=definite --trace-children=yes --child-silent-after-fork=yes
