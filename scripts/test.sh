@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
-crew_require_packages g++ cmake make libboost-dev catch2 clang libclang-rt-14-dev valgrind spin \
+crew_require_packages g++ cmake make libboost-dev catch2 clang libclang-rt-14-dev valgrind spin gdb \
   openmpi-bin libopenmpi-dev python3-mpi4py
 
 presets=("$@")
