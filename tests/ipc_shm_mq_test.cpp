@@ -9,6 +9,7 @@
 // Children created here always end with _exit(), never by returning into
 // Catch; a Child that a failed REQUIRE leaves behind is killed and reaped.
 
+#include <crew/detail/shm_signal.hpp>
 #include <crew/ipc/message_queue.hpp>
 #include <crew/ipc/shared_memory.hpp>
 #include <crew/sync/mutex.hpp>
@@ -874,6 +875,43 @@ TEST_CASE("MessageQueue: a peer that dies inside a queue operation is a ChannelE
         CHECK_THROWS_AS(ends.first.receive_bytes(out), ChannelError);  // and stays so
     }
     CHECK_NOTHING_LEFT(before);
+}
+
+TEST_CASE("ShmMutex: a peer stopped inside the monitor never holds a timed wait past its deadline", "[ipc][shm_mq]") {
+    // The Mutex policy's signal takes a process-shared mutex to notify. A
+    // peer stopped (SIGSTOP, a debugger) while it holds that mutex used to
+    // block the other side's timed receive until it was continued; CI hung
+    // once so (the parent, which was to send SIGCONT, waited for ever). Here
+    // the child notifies without pause, so it is often stopped holding it.
+    void* memory = ::mmap(nullptr, sizeof(crew::detail::MonitorSignal), PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(memory != MAP_FAILED);
+    auto* signal = new (memory) crew::detail::MonitorSignal();
+    (void)signal->prepare_wait();  // a waiter announced: every notify takes the mutex
+    Child child([&] {
+        for (;;) signal->notify_all();
+        return 0;
+    });
+    const int rounds = crew_test::sanitized() ? 100 : 300;
+    auto slowest = Clock::duration::zero();
+    for (int round = 0; round < rounds; ++round) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200 + 37 * (round % 11)));
+        REQUIRE(::kill(child.pid(), SIGSTOP) == 0);
+        int status = 0;
+        REQUIRE(::waitpid(child.pid(), &status, WUNTRACED) == child.pid());  // stopped for sure
+        const auto start = Clock::now();
+        const auto deadline = start + 20ms;
+        const std::uint32_t key = signal->prepare_wait();
+        (void)signal->wait(key, &deadline);
+        slowest = std::max(slowest, Clock::now() - start);
+        REQUIRE(::kill(child.pid(), SIGCONT) == 0);
+    }
+    const double slowest_ms = std::chrono::duration<double, std::milli>(slowest).count();
+    INFO("slowest timed wait: " << slowest_ms << " ms");
+    CHECK(slowest < 2s);
+    ::kill(child.pid(), SIGKILL);
+    (void)child.wait();
+    ::munmap(memory, sizeof(crew::detail::MonitorSignal));
 }
 
 TEST_CASE("SharedMemory: an end of one Sync policy's channel is refused by another's", "[ipc][shm_mq]") {

@@ -7,7 +7,7 @@
 //
 //   policy           signal            a waiter sleeps on          a notify costs (nobody asleep)
 //   sync::LockFree   FutexSignal       a futex (event count)       a fence and a load
-//   sync::Mutex      MonitorSignal     robust ipc::Mutex +         a lock and an unlock
+//   sync::Mutex      MonitorSignal     robust ipc::Mutex +         a fence and a load
 //                                      ipc::ConditionVariable
 //   sync::Semaphore  SemaphoreSignal   an ipc::Semaphore the       a fence and a load
 //                                      notifier posts
@@ -25,7 +25,9 @@
 // waiter state a dead process could leave behind (a dead waiter's announce
 // only costs later notifies a syscall), and the monitor's mutex is robust (a
 // peer that dies holding it hands it over with owner_died; the state it
-// guards is two counters that are consistent after every store).
+// guards is one counter, consistent after every store). A peer stopped
+// holding the monitor's mutex delays, but never blocks, a wait with a
+// deadline.
 #pragma once
 
 #include <atomic>
@@ -51,80 +53,97 @@ struct FutexSignal : EventCount {
 
 /// sync::Mutex's form: the classic monitor. A waiter sleeps on a process-
 /// shared condition variable under a robust process-shared mutex; a notifier
-/// takes the mutex to bump the epoch. The mutex orders the notifier's change
-/// against the waiter's announce, so no fence is needed.
+/// that sees a waiter announced takes the mutex to bump the epoch and wake it.
+/// The announce is Dekker-style, as in EventCount (a counter the notifier
+/// reads after its change), so a notify with nobody waiting takes no lock.
+///
+/// No lock is held past a deadline, because the peer may be stopped
+/// (SIGSTOP, a debugger) holding the mutex: a waiter gives up at its
+/// deadline, even while taking the mutex back after its sleep, and a notifier
+/// gives up after notify_patience. A notify given up is not lost for good:
+/// every waiter of wait_for_peer() sleeps at most peer_check_interval before
+/// it looks again.
 class MonitorSignal {
 public:
     static constexpr std::string_view channel_name = "shm-mutex";
     static constexpr std::uint64_t tag = 2;
 
     std::uint32_t prepare_wait() noexcept {
-        Lock lock(*this);
-        if (!lock.ok) return 0;
-        ++waiters_;
-        return epoch_;
+        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        return epoch_.load(std::memory_order_seq_cst);
     }
-    void cancel_wait() noexcept {
-        Lock lock(*this);
-        if (lock.ok) --waiters_;
-    }
+    void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
     bool wait(std::uint32_t key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
-        Lock lock(*this);
-        if (!lock.ok) {
-            // The mutex cannot be taken (see Lock): no notify can reach us,
-            // so sleep a bounded while and let the caller re-check its
-            // condition (wait_for_peer() also looks at the peer's process).
-            auto until = std::chrono::steady_clock::now() + unusable_nap;
-            if (deadline != nullptr && *deadline < until) until = *deadline;
-            std::this_thread::sleep_until(until);
-            return true;
-        }
-        bool woke = true;
-        try {
-            while (epoch_ == key) {
-                if (deadline == nullptr) {
-                    condition_.wait(lock.held);
-                } else if (condition_.wait_until(lock.held, *deadline) == std::cv_status::timeout) {
-                    woke = epoch_ != key;
-                    break;
-                }
-                lock.heal();
-            }
-        } catch (...) {
-            // Only an unrecoverable mutex throws, which this class never makes
-            // (it marks an abandoned mutex consistent at once): wake, and let
-            // the caller re-check its condition.
-            if (!lock.held.owns_lock()) return true;
-        }
-        --waiters_;
+        const bool woke = sleep(key, deadline);
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);
         return woke;
     }
     void notify_one() noexcept { notify(); }
     void notify_all() noexcept { notify(); }  // one waiter per signal: the same
 
 private:
+    using Clock = std::chrono::steady_clock;
     // How long wait() sleeps when the mutex is unusable.
     static constexpr std::chrono::milliseconds unusable_nap{10};
+    // How long a notifier waits for a mutex the peer holds: far longer than
+    // any critical section here, far shorter than peer_check_interval.
+    static constexpr std::chrono::milliseconds notify_patience{10};
+
+    bool sleep(std::uint32_t key, const Clock::time_point* deadline) noexcept {
+        Lock lock(*this, deadline);
+        if (lock.timed_out) return false;
+        if (!lock.ok) {
+            // The mutex cannot be taken (see Lock): no notify can reach us,
+            // so sleep a bounded while and let the caller re-check its
+            // condition (wait_for_peer() also looks at the peer's process).
+            auto until = Clock::now() + unusable_nap;
+            if (deadline != nullptr && *deadline < until) until = *deadline;
+            std::this_thread::sleep_until(until);
+            return true;
+        }
+        try {
+            while (epoch_.load(std::memory_order_relaxed) == key) {
+                if (!condition_.wait_relock(lock.held, deadline)) return false;  // the deadline came first
+                lock.heal();
+                if (deadline != nullptr && Clock::now() >= *deadline)
+                    return epoch_.load(std::memory_order_relaxed) != key;
+            }
+        } catch (...) {
+            // Only an unrecoverable mutex throws, which this class never makes
+            // (it marks an abandoned mutex consistent at once): wake, and let
+            // the caller re-check its condition.
+        }
+        return true;
+    }
 
     void notify() noexcept {
-        Lock lock(*this);
-        if (!lock.ok || waiters_ == 0) return;
-        ++epoch_;
+        if (waiters_after_change(waiters_) == 0) return;  // the common, free case
+        const auto patience = Clock::now() + notify_patience;
+        Lock lock(*this, &patience);
+        if (!lock.ok) return;
+        epoch_.fetch_add(1, std::memory_order_seq_cst);
         condition_.notify_all();
     }
 
-    // Holds the mutex; an owner that died holding it left the two counters
-    // consistent (each changes by one store), so repair is just saying so.
-    // lock() throws only for an unrecoverable mutex, which this class never
-    // makes (it marks an abandoned mutex consistent at once), but a peer
-    // (another crew version, memory scribbled on) might: then `ok` is false
-    // after a few tries a millisecond apart, and the caller does without the
-    // lock (waits sleep a bounded while) instead of spinning for ever.
+    // Holds the mutex, or gives up at `deadline` (timed_out). An owner that
+    // died holding it left the epoch consistent (it changes by one store), so
+    // repair is just saying so. lock() throws only for an unrecoverable
+    // mutex, which this class never makes (it marks an abandoned mutex
+    // consistent at once), but a peer (another crew version, memory
+    // scribbled on) might: then `ok` is false after a few tries a millisecond
+    // apart, and the caller does without the lock (waits sleep a bounded
+    // while) instead of spinning for ever.
     struct Lock {
-        explicit Lock(MonitorSignal& s) noexcept : held(s.mutex_, std::defer_lock) {
+        Lock(MonitorSignal& s, const Clock::time_point* deadline) noexcept : held(s.mutex_, std::defer_lock) {
             for (int attempt = 0;; ++attempt) {
                 try {
-                    held.lock();
+                    if (deadline == nullptr) {
+                        held.lock();
+                    } else if (!held.try_lock_until(*deadline)) {
+                        ok = false;
+                        timed_out = true;
+                        return;
+                    }
                     break;
                 } catch (...) {
                 }
@@ -137,6 +156,7 @@ private:
             heal();
         }
         bool ok = true;
+        bool timed_out = false;
         void heal() noexcept {
             try {
                 if (held.mutex()->previous_owner_died()) held.mutex()->mark_consistent();
@@ -148,8 +168,8 @@ private:
 
     ipc::Mutex mutex_;
     ipc::ConditionVariable condition_;
-    std::uint32_t epoch_ = 0;    // guarded by mutex_
-    std::uint32_t waiters_ = 0;  // guarded by mutex_
+    std::atomic<std::uint32_t> epoch_{0};    // bumped under mutex_
+    std::atomic<std::uint32_t> waiters_{0};  // announced waiters
 };
 
 /// sync::Semaphore's form: a waiter sleeps on a process-shared counting

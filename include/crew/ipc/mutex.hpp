@@ -72,6 +72,10 @@
 #include <crew/detail/futex.hpp>
 #include <crew/errors.hpp>
 
+namespace crew::detail {
+class MonitorSignal;
+}  // namespace crew::detail
+
 namespace crew::ipc {
 
 /// The result of acquiring a crew::ipc::Mutex. Both values mean the caller
@@ -229,7 +233,13 @@ public:
                   Predicate pred);
 
 private:
+    friend class crew::detail::MonitorSignal;
+
     void wait_steady(std::unique_lock<Mutex>& lock, const std::chrono::steady_clock::time_point* deadline);
+    // wait_steady(), but taking the mutex back gives up at `deadline` too:
+    // false then, with `lock` released (a peer stopped holding the mutex
+    // must not hold a timed wait past its deadline).
+    bool wait_relock(std::unique_lock<Mutex>& lock, const std::chrono::steady_clock::time_point* deadline);
 
     std::atomic<std::uint32_t> sequence_{0};
 };
@@ -490,6 +500,27 @@ inline void ConditionVariable::wait_steady(std::unique_lock<Mutex>& lock,
         lock.release();  // not held: keep ~unique_lock from unlocking it
         throw;
     }
+}
+
+inline bool ConditionVariable::wait_relock(std::unique_lock<Mutex>& lock,
+                                           const std::chrono::steady_clock::time_point* deadline) {
+    if (deadline == nullptr) {
+        wait_steady(lock, nullptr);
+        return true;
+    }
+    Mutex& mutex = *lock.mutex();
+    const std::uint32_t seen = sequence_.load(std::memory_order_acquire);  // as in wait_steady()
+    mutex.unlock();
+    detail::futex_wait(sequence_, seen, /*shared=*/true, deadline);
+    bool held = false;
+    try {
+        held = mutex.timed_lock(*deadline);
+    } catch (...) {
+        lock.release();
+        throw;
+    }
+    if (!held) lock.release();
+    return held;
 }
 
 inline void ConditionVariable::wait(std::unique_lock<Mutex>& lock) { wait_steady(lock, nullptr); }
