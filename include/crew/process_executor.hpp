@@ -402,12 +402,10 @@ public:
     /// after all work ended.
     template <class F, std::ranges::forward_range Range>
     auto map(F&& f, const Range& inputs, std::size_t chunk = 0)
-        -> std::vector<std::invoke_result_t<std::decay_t<F>&, const std::ranges::range_value_t<Range>&>> {
+        -> detail::map_result_t<std::decay_t<F>&, const std::ranges::range_value_t<Range>&> {
         using Fn = std::decay_t<F>;
         using In = std::ranges::range_value_t<Range>;
         using R = std::invoke_result_t<Fn&, const In&>;
-        static_assert(!std::is_void_v<R>, "crew::map: the function must return a value; use post() or submit() "
-                                          "for functions that return void");
         check_task<Fn, R, In>();
         return detail::map_by_slices<R, In>(inputs, chunk, size(),
                                             [&](const std::vector<In>& slice) { return submit_chunk<R, In>(Fn(f), slice); });

@@ -207,10 +207,8 @@ public:
     /// first failed input, if any.
     template <class F, std::ranges::forward_range Range>
     auto map(F&& f, const Range& inputs, std::size_t chunk = 0)
-        -> std::vector<std::invoke_result_t<F&, std::ranges::range_reference_t<const Range>>> {
+        -> detail::map_result_t<F&, std::ranges::range_reference_t<const Range>> {
         using R = std::invoke_result_t<F&, std::ranges::range_reference_t<const Range>>;
-        static_assert(!std::is_void_v<R>, "crew::map: the function must return a value; use post() or submit() "
-                                          "for functions that return void");
         using It = std::ranges::iterator_t<const Range>;
         const auto n = static_cast<std::size_t>(std::ranges::distance(inputs));
         chunk = detail::pick_chunk(n, size(), chunk);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <type_traits>
 #include <iterator>
 #include <vector>
 #include <exception>
@@ -219,6 +220,23 @@ inline std::size_t resolve_workers(std::size_t requested, const Options& options
     if (n == 0) n = std::thread::hardware_concurrency();
     return n == 0 ? 1 : n;
 }
+
+/// What map(f, inputs) returns: std::vector of f's result. A function that
+/// returns void is refused here, while the signature is formed, so the
+/// static_assert is the first error the user reads, not the last of a page of
+/// "forming reference to void".
+template <class R, class Callable>
+struct map_result {
+    using type = std::vector<R>;
+};
+template <class Callable>
+struct map_result<void, Callable> {
+    static_assert(!std::is_same_v<Callable, Callable>,
+                  "crew::map: the function must return a value; use post() or submit() for functions that return void");
+    using type = void;
+};
+template <class F, class Arg>
+using map_result_t = typename map_result<std::invoke_result_t<F, Arg>, F>::type;
 
 /// Chunk size for map(): about four chunks per worker balances load without
 /// paying a task per element.
