@@ -416,7 +416,7 @@ public:
     template <class F, std::ranges::input_range Range>
     auto imap(F&& f, Range&& inputs, MapOptions options = {}) {
         using Fn = std::decay_t<F>;
-        using In = std::ranges::range_value_t<std::views::all_t<Range>>;
+        using In = std::ranges::range_value_t<std::remove_cvref_t<Range>>;
         using R = std::invoke_result_t<Fn&, const In&>;
         static_assert(!std::is_void_v<R>, "crew::imap: the function must return a value; use post() or submit() "
                                           "for functions that return void");

@@ -248,7 +248,7 @@ public:
     /// alive while iterating); an rvalue one is kept in the range.
     template <class F, std::ranges::input_range Range>
     auto imap(F f, Range&& inputs, MapOptions options = {}) {
-        using In = std::ranges::range_value_t<std::views::all_t<Range>>;
+        using In = std::ranges::range_value_t<std::remove_cvref_t<Range>>;
         using R = std::decay_t<std::invoke_result_t<F&, In&>>;
         static_assert(!std::is_void_v<R>, "crew::imap: the function must return a value; use post() or submit() "
                                           "for functions that return void");

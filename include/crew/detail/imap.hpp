@@ -24,9 +24,10 @@
 //   input are not yielded: use chunk = 1 for per-input failures.
 // - Early destruction cancels the outstanding chunks and does not wait for
 //   running ones (their futures own their state; results are dropped).
-// - Not thread-safe: one consumer at a time. An lvalue container given as
-//   input is referred to (std::views::all), so it must outlive the range; an
-//   rvalue one, or a view, is kept inside the range.
+// - Not thread-safe: one consumer at a time. An lvalue range given as input
+//   (a container, a view) is referred to, so it must outlive the range; an
+//   rvalue one is kept inside the range. With clang 14 and libstdc++ 12
+//   containers work; views do not (that pair cannot use libstdc++'s views).
 #pragma once
 
 #include <algorithm>
@@ -84,13 +85,14 @@ std::vector<R> imap_run_chunk(F& f, std::vector<In>& chunk) {
 
 /// The range imap() returns; see the top of this file. `In` is what one input
 /// is stored as in a chunk (constructed from the input range's reference),
-/// `Inputs` a view (std::views::all_t of what the user gave).
+/// `Inputs` what the user gave: `T&` for an lvalue range (referred to), `T`
+/// for an rvalue one (kept). Not std::views::all: clang 14 cannot use
+/// libstdc++ 12's ref_view, and this way a container works there too.
 template <class R, class In, class Inputs, class SubmitChunk>
 class ImapRange {
     static_assert(!std::is_void_v<R> && !std::is_reference_v<R>,
                   "crew::imap: the function's result must be a value (not void, not a reference)");
-    static_assert(std::ranges::input_range<Inputs> && std::ranges::view<Inputs>,
-                  "crew::imap: Inputs must be an input range view (pass it through std::views::all)");
+    static_assert(std::ranges::input_range<std::remove_reference_t<Inputs>&>, "crew::imap: the inputs must be an input range");
     static_assert(std::is_invocable_r_v<Future<std::vector<R>>, SubmitChunk&, std::vector<In>&&>,
                   "crew::detail::ImapRange: SubmitChunk must be callable as "
                   "submit(std::vector<In>&&) -> crew::Future<std::vector<R>>");
@@ -134,7 +136,7 @@ public:
 
     /// `workers` is the executor's size(): it picks the defaults of `options`.
     ImapRange(Inputs inputs, SubmitChunk submit, MapOptions options, std::size_t workers)
-        : state_(std::make_unique<State>(std::move(inputs), std::move(submit), options, workers)) {}
+        : state_(std::make_unique<State>(static_cast<Inputs&&>(inputs), std::move(submit), options, workers)) {}
 
     ImapRange(ImapRange&&) noexcept = default;
     ImapRange& operator=(ImapRange&&) noexcept = default;
@@ -169,7 +171,7 @@ private:
     // On the heap so that the range can move while iterators point here.
     struct State {
         State(Inputs in, SubmitChunk sub, MapOptions options, std::size_t workers)
-            : inputs(std::move(in)),
+            : inputs(static_cast<Inputs&&>(in)),
               submit(std::move(sub)),
               chunk(imap_chunk(inputs, workers, options.chunk)),
               in_flight(imap_in_flight(workers, options.in_flight)) {}
@@ -181,7 +183,7 @@ private:
         SubmitChunk submit;
         std::size_t chunk;
         std::size_t in_flight;
-        std::optional<std::ranges::iterator_t<Inputs>> next;  // set when the first input is drawn
+        std::optional<std::ranges::iterator_t<std::remove_reference_t<Inputs>&>> next;  // set when the first input is drawn
         bool began = false;
         bool inputs_done = false;
         bool finished = false;
@@ -261,14 +263,13 @@ private:
     std::unique_ptr<State> state_;
 };
 
-/// Builds an ImapRange over `inputs` (kept through std::views::all), with
-/// `In` the input range's value type and `R` the function's result type.
+/// Builds an ImapRange over `inputs` (an lvalue referred to, an rvalue
+/// kept), with `In` the input range's value type and `R` the function's
+/// result type.
 template <class R, class Inputs, class SubmitChunk>
 auto make_imap(Inputs&& inputs, SubmitChunk submit, MapOptions options, std::size_t workers) {
-    using View = std::views::all_t<Inputs>;
-    using In = std::ranges::range_value_t<View>;
-    return ImapRange<R, In, View, SubmitChunk>(std::views::all(std::forward<Inputs>(inputs)), std::move(submit),
-                                               options, workers);
+    using In = std::ranges::range_value_t<std::remove_cvref_t<Inputs>>;
+    return ImapRange<R, In, Inputs, SubmitChunk>(std::forward<Inputs>(inputs), std::move(submit), options, workers);
 }
 
 }  // namespace crew::detail
