@@ -12,6 +12,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +56,13 @@ std::size_t allocate(std::size_t bytes) {
 int initialized_value = 0;
 void set_initialized() { initialized_value = 42; }
 int read_initialized() { return initialized_value; }
+
+std::string initialized_text;  // set by configure() in each worker
+void configure(int value, std::string text) {
+    initialized_value = value;
+    initialized_text = std::move(text);
+}
+std::string read_configured() { return std::to_string(initialized_value) + " " + initialized_text; }
 
 std::vector<char> echo(std::vector<char> bytes) { return bytes; }
 std::vector<char> make_bytes(std::size_t n) { return std::vector<char>(n, 'r'); }
@@ -229,6 +237,50 @@ TEST_CASE("the initializer runs in every new worker", "[process]") {
     crew::ProcessExecutor<> ex(2, crew::Options{.initializer = set_initialized});
     CHECK(ex.submit(read_initialized).get() == 42);
     CHECK(read_initialized() == 0);  // not in this process
+}
+
+TEST_CASE("an initializer with arguments gets values main computed, on every start method", "[process]") {
+    std::string computed_in_main = "table of " + std::to_string(6 * 7);  // no global a spawned worker could see
+    for (auto start : {crew::Start::spawn, crew::Start::fork_server, crew::Start::fork}) {
+        crew::ProcessExecutor<> ex(
+            2, crew::Options{.initializer = crew::initializer(&configure, 7, computed_in_main), .start = start});
+        std::vector<crew::Future<std::string>> fs;
+        for (int i = 0; i < 6; ++i) fs.push_back(ex.submit(read_configured));
+        for (auto& f : fs) CHECK(f.get() == "7 table of 42");
+    }
+    CHECK(read_configured() == "0 ");  // not in this process
+    // The same initializer on threads runs in each worker thread.
+    crew::ThreadExecutor<> threads(1, crew::Options{.initializer = crew::initializer(&configure, 9, std::string("t"))});
+    CHECK(threads.submit(read_configured).get() == "9 t");
+    initialized_value = 0;
+    initialized_text.clear();
+}
+
+void refuse_to_start(int code) { throw std::runtime_error("no config " + std::to_string(code)); }
+
+TEST_CASE("an initializer that throws fails every task of its worker, saying what it threw", "[process]") {
+    crew::ProcessExecutor<> ex(1, crew::Options{.initializer = crew::initializer(&refuse_to_start, 5)});
+    for (int i = 0; i < 2; ++i) {
+        try {
+            (void)ex.submit(read_initialized).get();
+            FAIL("no exception");
+        } catch (const crew::Error& e) {
+            const std::string what = e.what();
+            CHECK(what.find("initializer threw") != std::string::npos);
+            CHECK(what.find("no config 5") != std::string::npos);
+        }
+    }
+}
+
+TEST_CASE("an initializer whose arguments exceed max_message_size is refused at construction", "[process]") {
+    const std::string big(4096, 'x');
+    try {
+        crew::ProcessExecutor<> ex(
+            1, crew::Options{.initializer = crew::initializer(&configure, 1, big), .max_message_size = 1024});
+        FAIL("no exception");
+    } catch (const crew::InvalidArgument& e) {
+        CHECK(std::string(e.what()).find("max_message_size") != std::string::npos);
+    }
 }
 
 TEST_CASE("remote exceptions carry their dynamic type and message", "[process]") {

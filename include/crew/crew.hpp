@@ -5,6 +5,7 @@
 #include <crew/errors.hpp>
 #include <crew/executor.hpp>
 #include <crew/future.hpp>
+#include <crew/initializer.hpp>
 #include <crew/lock_free_queue.hpp>
 #include <crew/ipc/channel.hpp>
 #include <crew/ipc/message_queue.hpp>

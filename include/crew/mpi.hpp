@@ -71,6 +71,7 @@
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
 #include <crew/executor.hpp>
+#include <crew/initializer.hpp>
 #include <crew/future.hpp>
 #include <crew/options.hpp>
 #include <crew/session.hpp>
@@ -534,6 +535,7 @@ private:
     // every answer.
     void open_ranks(std::size_t n, std::size_t ranks) {
         std::vector<std::byte> out;
+        const std::vector<std::byte> initializer_call = detail::encode_initializer(options_.initializer);
         std::size_t asked = 0;
         for (std::size_t r = 0; r < ranks && r < n; ++r) {
             const std::size_t here = n / ranks + (r < n % ranks ? 1 : 0);
@@ -546,10 +548,7 @@ private:
             w.write_value(static_cast<std::uint64_t>(options_.memory_limit));
             w.write_value(static_cast<std::uint64_t>(options_.max_message_size));
             w.write_value(static_cast<std::uint8_t>(options_.start ? 1 + static_cast<int>(*options_.start) : 0));
-            w.write_value(static_cast<std::uint8_t>(options_.initializer != nullptr));
-            w.write_value(options_.initializer != nullptr
-                              ? detail::ModuleTable::ref(reinterpret_cast<const void*>(options_.initializer))
-                              : detail::CodeRef{});
+            w.write_value(initializer_call);
             detail::mpi_end_message(out);
             outbox_.send(static_cast<int>(1 + r), detail::mpi_control_tag, std::move(out));
             ++asked;

@@ -9,9 +9,67 @@
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <utility>
+#include <vector>
 
 namespace crew {
+
+/// What Options::initializer holds: nothing, a function pointer, or a
+/// function pointer with arguments (crew::initializer(f, args...), declared
+/// in <crew/initializer.hpp>; Python's `initargs`). Converts implicitly from
+/// `void (*)()`, so `.initializer = &setup` works.
+///
+/// On processes the initializer travels to each new worker as an encoded
+/// call, like a task: the arguments must be encodable, and the function is
+/// checked as a task's is. On threads it runs in each worker thread with the
+/// arguments as they were copied into it.
+class Initializer {
+public:
+    Initializer() noexcept = default;
+    Initializer(std::nullptr_t) noexcept {}
+    Initializer(void (*f)()) noexcept : function_(f) {}  // implicit on purpose: `.initializer = &setup`
+
+    explicit operator bool() const noexcept { return function_ != nullptr || bound_ != nullptr; }
+    friend bool operator==(const Initializer& i, std::nullptr_t) noexcept { return !i; }
+
+    /// Runs it here (what a worker thread does).
+    void operator()() const {
+        if (bound_) {
+            bound_->run();
+        } else if (function_ != nullptr) {
+            function_();
+        }
+    }
+
+    using Function = void (*)();
+
+    /// The plain function pointer; nullptr for one with arguments.
+    [[nodiscard]] Function function() const noexcept { return function_; }
+
+    /// crew's executors: the call a worker process runs, encoded; nullptr for
+    /// a plain function pointer (or none).
+    [[nodiscard]] const std::vector<std::byte>* encoded_call() const noexcept {
+        return bound_ ? &bound_->call : nullptr;
+    }
+
+    /// crew's executors: one with arguments, from how to run it here and its
+    /// encoded call (see crew::initializer()).
+    static Initializer bound(std::function<void()> run, std::vector<std::byte> call) {
+        Initializer i;
+        i.bound_ = std::make_shared<const Bound>(Bound{std::move(run), std::move(call)});
+        return i;
+    }
+
+private:
+    struct Bound {
+        std::function<void()> run;
+        std::vector<std::byte> call;
+    };
+    Function function_ = nullptr;
+    std::shared_ptr<const Bound> bound_;  // shared: Options are copied freely
+};
 
 /// How shutdown() treats work that was submitted but has not started.
 enum class Shutdown {
@@ -50,9 +108,10 @@ struct Options {
     /// printed to stderr. Several workers may call it at once: make it
     /// thread-safe.
     std::function<void(std::exception_ptr)> on_error = {};
-    /// Processes only: run once in each new worker before its first task.
-    /// (Threads: run once at the start of each worker thread.)
-    void (*initializer)() = nullptr;
+    /// Run once in each new worker before its first task (threads: at the
+    /// start of each worker thread): `&setup`, or
+    /// `crew::initializer(&setup, args...)` to pass it arguments.
+    Initializer initializer = nullptr;
     /// Processes only: replace a worker after it ran this many tasks (0: never).
     std::size_t max_tasks_per_worker = 0;
     /// Processes only: a task running longer is failed with crew::Timeout and

@@ -84,6 +84,7 @@
 #include <crew/detail/worker_process.hpp>
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
+#include <crew/initializer.hpp>
 #include <crew/ipc/channel.hpp>
 #include <crew/ipc/shared_memory.hpp>
 #include <crew/options.hpp>
@@ -345,10 +346,12 @@ public:
             throw InvalidArgument("crew::ProcessExecutor: Options::max_message_size must be at least 1 byte");
         config_.memory_limit = options_.memory_limit;
         config_.max_message = options_.max_message_size;
-        if (options_.initializer != nullptr) {
-            config_.has_initializer = true;
-            config_.initializer = detail::ModuleTable::ref(reinterpret_cast<const void*>(options_.initializer));
-        }
+        initializer_call_ = detail::encode_initializer(options_.initializer);
+        if (initializer_call_.size() + detail::ControlBlock::hello_bytes > options_.max_message_size)
+            throw InvalidArgument("crew::ProcessExecutor: the initializer's arguments take " +
+                                  std::to_string(initializer_call_.size()) +
+                                  " bytes encoded, more than Options::max_message_size (" +
+                                  std::to_string(options_.max_message_size) + " bytes)");
         const std::size_t n = detail::resolve_workers(workers, options_);
         if (start == Start::fork_server) server_ = std::make_unique<detail::ForkServer>(config_.to_text());
         dispatchers_.reserve(n);
@@ -591,6 +594,8 @@ private:
         std::vector<std::byte> hello;
         Writer h(hello);
         control.write_hello(h);
+        h.write_value(static_cast<std::uint64_t>(initializer_call_.size()));
+        hello.insert(hello.end(), initializer_call_.begin(), initializer_call_.end());
         try {
             w.channel.send_bytes(hello);
         } catch (const ChannelError&) {
@@ -956,6 +961,7 @@ private:
 
     Options options_;
     detail::WorkerConfig config_;
+    std::vector<std::byte> initializer_call_;  // sent with each hello (empty: none)
     Core core_;
     std::atomic<std::size_t> idle_{0};     // dispatchers waiting for a task
     std::atomic<std::ptrdiff_t> queued_{0};  // tasks waiting, approximately (batch sizing only)

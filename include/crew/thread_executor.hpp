@@ -325,10 +325,10 @@ private:
         }
     }
 
-    void work(void (*initializer)()) {
+    void work(const Initializer& initializer) {
         detail::current_wait_helper = &core_;
         detail::inside_executor = true;
-        if (initializer != nullptr) {
+        if (initializer) {
             try {
                 initializer();
             } catch (...) {

@@ -9,6 +9,7 @@
 #include <ranges>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,6 +45,9 @@ long worker_parent() { return static_cast<long>(::getppid()); }
 int hang() {
     for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
 }
+std::string configured;  // set by configure() in each worker
+void configure(std::string text, int n) { configured = text + std::to_string(n); }
+std::string read_configured() { return configured; }
 
 }  // namespace
 
@@ -192,4 +196,13 @@ TEST_CASE("imap yields in order, drawing lazily", "[mpi]") {
         ++expected;
     }
     CHECK(expected == 200);
+}
+
+TEST_CASE("an initializer with arguments runs in every worker of every rank", "[mpi]") {
+    const std::string computed = "rank-0 value ";
+    Mpi ex(3, crew::Options{.initializer = crew::initializer(&configure, computed, 42)});
+    std::vector<crew::Future<std::string>> fs;
+    for (int i = 0; i < 9; ++i) fs.push_back(ex.submit(read_configured));
+    for (auto& f : fs) CHECK(f.get() == "rank-0 value 42");
+    CHECK(read_configured().empty());  // not on rank 0
 }

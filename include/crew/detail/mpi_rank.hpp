@@ -6,7 +6,7 @@
 // Messages from rank 0 (tag mpi_control_tag, read in order; see mpi_wire.hpp):
 //   open    = u32 executor, i32 tag, u32 workers, u64 max_tasks_per_worker,
 //             i64 task_timeout (ns), u64 memory_limit, u64 max_message_size,
-//             u8 start (0 default, 1 + crew::Start), u8 has_initializer, CodeRef initializer
+//             u8 start (0 default, 1 + crew::Start), u64 n + n bytes: the initializer as a call (n = 0: none)
 //   batch   = u32 executor, u32 count, count x { u64 task id, u64 n, n bytes: the encoded call }
 //   cancel  = u32 executor, u64 task id
 //   kill    = u32 executor
@@ -233,12 +233,10 @@ private:
         options.memory_limit = static_cast<std::size_t>(r.read_value<std::uint64_t>());
         options.max_message_size = static_cast<std::size_t>(r.read_value<std::uint64_t>());
         if (const auto start = r.read_value<std::uint8_t>(); start != 0) options.start = static_cast<Start>(start - 1);
-        const bool has_initializer = r.read_value<std::uint8_t>() != 0;
-        const auto initializer = r.read_value<CodeRef>();
+        auto initializer = r.read_value<std::vector<std::byte>>();
         std::string error;
         try {
-            if (has_initializer)
-                options.initializer = reinterpret_cast<void (*)()>(const_cast<void*>(ModuleTable::resolve(initializer)));
+            options.initializer = decode_initializer(std::move(initializer));
             ex.local = std::make_unique<Local>(workers, std::move(options));
         } catch (const std::exception& e) {
             error = "crew: MPI rank " + std::to_string(mpi_state().rank) +

@@ -334,7 +334,7 @@ struct MpiIdentity {
     std::uint64_t build_id = 0;
     std::uint32_t order = 0x01020304;
     std::uint8_t sizes[8] = {sizeof(void*),       sizeof(long),    sizeof(long long),      sizeof(std::size_t),
-                             sizeof(long double), sizeof(wchar_t), alignof(std::max_align_t), 2 /* wire version */};
+                             sizeof(long double), sizeof(wchar_t), alignof(std::max_align_t), 3 /* wire version */};
     char host[44] = {};
 };
 static_assert(sizeof(MpiIdentity) == 64, "MpiIdentity travels as 64 bytes");

@@ -20,6 +20,7 @@
 #include <functional>
 #include <mutex>
 #include <ranges>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -32,6 +33,7 @@
 #include <crew/detail/executor_core.hpp>
 #include <crew/detail/remote_exception.hpp>
 #include <crew/errors.hpp>
+#include <crew/options.hpp>
 
 namespace crew {
 
@@ -213,6 +215,15 @@ std::vector<std::byte> encode_call(const F& f, const Args&... args) {
     return bytes;
 }
 
+/// The trampoline `code` names, if it is one this program registered.
+inline Trampoline resolve_trampoline(const CodeRef& code) {
+    auto trampoline = reinterpret_cast<Trampoline>(const_cast<void*>(ModuleTable::resolve(code)));
+    if (!TaskEntries::contains(trampoline))
+        throw CodecError("crew: a task names code that is not a crew task entry of this program; the "
+                         "message is corrupt or comes from another build");
+    return trampoline;
+}
+
 /// Worker side: runs one encoded call and appends its result message.
 inline void run_call(std::uint64_t slot, Reader& in, std::vector<std::byte>& out) {
     out.clear();
@@ -225,16 +236,41 @@ inline void run_call(std::uint64_t slot, Reader& in, std::vector<std::byte>& out
     const auto code = in.read_value<CodeRef>();
     Reader arguments(in.take(static_cast<std::size_t>(in.read_value<std::uint64_t>())));
     try {
-        auto trampoline = reinterpret_cast<Trampoline>(const_cast<void*>(ModuleTable::resolve(code)));
-        if (!TaskEntries::contains(trampoline))
-            throw CodecError("crew: a task names code that is not a crew task entry of this program; the "
-                             "message is corrupt or comes from another build");
-        trampoline(arguments, w);
+        resolve_trampoline(code)(arguments, w);
     } catch (...) {
         out.resize(outcome_at);
         w.write_value(static_cast<std::uint8_t>(Outcome::exception));
         encode_exception(w, std::current_exception());
     }
+}
+
+/// Worker side: runs an encoded call whose result nobody wants (an
+/// initializer); its exception propagates.
+inline void run_encoded_call(std::span<const std::byte> call) {
+    Reader in(call);
+    const auto code = in.read_value<CodeRef>();
+    Reader arguments(in.take(static_cast<std::size_t>(in.read_value<std::uint64_t>())));
+    in.expect_end();
+    std::vector<std::byte> ignored;
+    Writer w(ignored);
+    resolve_trampoline(code)(arguments, w);
+}
+
+/// Options::initializer as the call a worker process runs (empty: none). A
+/// plain function pointer travels as a call without arguments, checked as a
+/// task's function is.
+inline std::vector<std::byte> encode_initializer(const Initializer& initializer) {
+    if (const auto* call = initializer.encoded_call()) return *call;
+    if (const auto function = initializer.function()) return encode_call<&call_trampoline<Initializer::Function>>(function);
+    return {};
+}
+
+/// An initializer received as an encoded call (an MPI rank passes it on to
+/// its own worker processes, and can run it here too).
+inline Initializer decode_initializer(std::vector<std::byte> call) {
+    if (call.empty()) return nullptr;
+    auto run = [call] { run_encoded_call(call); };
+    return Initializer::bound(std::move(run), std::move(call));
 }
 
 }  // namespace detail

@@ -3,8 +3,9 @@
 // sides share to decide, task by task, whether it starts or was cancelled.
 //
 // Messages, parent -> worker, each one whole channel message:
-//   hello  = u32 hello_magic, i32 pid, i32 fd, u64 dev, u64 ino
-//            first message to a new worker: where its control block is
+//   hello  = u32 hello_magic, i32 pid, i32 fd, u64 dev, u64 ino, u64 n, n bytes
+//            first message to a new worker: where its control block is,
+//            then the initializer as a call (n = 0: none)
 //   batch  = u32 count (1..), then count x { u64 seq, call }
 //            call = CodeRef trampoline, u64 n, n bytes of arguments
 //   retire = u32 0: the worker exits
@@ -68,13 +69,13 @@ public:
         }
     }
 
-    /// Worker side: the parent's block, from a hello message.
+    /// Worker side: the parent's block, from a hello message (what follows
+    /// it is left in `hello`).
     static ControlBlock attach(Reader& hello) {
         const auto pid = hello.read_value<std::int32_t>();
         const auto fd = hello.read_value<std::int32_t>();
         const auto dev = hello.read_value<std::uint64_t>();
         const auto ino = hello.read_value<std::uint64_t>();
-        hello.expect_end();
         const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
         ControlBlock block(::open(path.c_str(), O_RDWR | O_CLOEXEC));
         struct stat st {};
@@ -95,6 +96,9 @@ public:
         if (words_ != nullptr) ::munmap(static_cast<void*>(words_), bytes);
         if (fd_ >= 0) ::close(fd_);
     }
+
+    /// Bytes of a hello before the initializer's call (and its length).
+    static constexpr std::size_t hello_bytes = 4 + 4 + 4 + 8 + 8 + 8;
 
     /// The hello message that lets a worker attach.
     void write_hello(Writer& w) const {

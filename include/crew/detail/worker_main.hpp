@@ -37,19 +37,14 @@
 namespace crew::detail {
 
 /// What a worker needs to know at start.
+/// (The initializer comes with the hello: it may carry arguments.)
 struct WorkerConfig {
-    bool has_initializer = false;
-    CodeRef initializer;
     std::uint64_t memory_limit = 0;
     std::uint64_t max_message = 0;
 
-    std::string to_text() const {
-        return std::to_string(has_initializer) + ":" + std::to_string(initializer.module) + ":" +
-               std::to_string(initializer.offset) + ":" + std::to_string(memory_limit) + ":" +
-               std::to_string(max_message);
-    }
+    std::string to_text() const { return std::to_string(memory_limit) + ":" + std::to_string(max_message); }
     static bool from_text(std::string_view text, WorkerConfig& out) {
-        std::uint64_t v[5];
+        std::uint64_t v[2];
         for (auto& x : v) {
             auto colon = text.find(':');
             std::string part(text.substr(0, colon));
@@ -59,10 +54,9 @@ struct WorkerConfig {
             if (part.empty() || *end != '\0' || errno != 0) return false;
             text = colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
         }
-        out.has_initializer = v[0] != 0;
-        out.initializer = {v[1], v[2]};
-        out.memory_limit = v[3];
-        out.max_message = v[4];
+        if (!text.empty()) return false;
+        out.memory_limit = v[0];
+        out.max_message = v[1];
         return true;
     }
 };
@@ -96,15 +90,6 @@ template <class Endpoint>
         ::setrlimit(RLIMIT_AS, &limit);
     }
     std::exception_ptr init_error;
-    if (config.has_initializer) {
-        init_error = capture_exception(
-            [&] { reinterpret_cast<void (*)()>(const_cast<void*>(ModuleTable::resolve_function(config.initializer)))(); });
-        if (init_error) {
-            auto info = describe(init_error);
-            init_error = std::make_exception_ptr(
-                Error("crew: the worker's initializer threw " + info.type_name + ": " + info.what));
-        }
-    }
     std::vector<std::byte> in, out;
     std::vector<std::shared_ptr<const void>> result_pins;  // keeps returned SharedArrays until the parent has them
     try {
@@ -113,6 +98,16 @@ template <class Endpoint>
         if (hello.read_value<std::uint32_t>() != hello_magic)
             throw ChannelError("crew: the worker's first message is not a hello");
         ControlBlock control = ControlBlock::attach(hello);
+        const auto initializer = hello.take(static_cast<std::size_t>(hello.read_value<std::uint64_t>()));
+        hello.expect_end();
+        if (!initializer.empty()) {
+            init_error = capture_exception([&] { run_encoded_call(initializer); });
+            if (init_error) {
+                auto info = describe(init_error);
+                init_error = std::make_exception_ptr(
+                    Error("crew: the worker's initializer threw " + info.type_name + ": " + info.what));
+            }
+        }
         for (;;) {
             try {
                 if (in.capacity() <= keep_buffer_bytes && out.capacity() <= keep_buffer_bytes) {
