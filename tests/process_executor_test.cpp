@@ -6,10 +6,13 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
-#include <future>
-#include <memory>
 #include <fstream>
+#include <future>
+#include <list>
+#include <memory>
+#include <ranges>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -455,6 +458,37 @@ TEST_CASE("one generic job, identical on threads and processes", "[process]") {
     CHECK(generic_job(pipes) == expected);
     CHECK(generic_job(sockets) == expected);
     CHECK(generic_job(queues) == expected);
+}
+
+std::size_t text_length(const std::string& s) { return s.size(); }
+double halve(const double& x) { return x / 2; }
+int flip(const bool& b) { return b ? 0 : 1; }
+float sum_of(const std::vector<float>& v) {
+    float total = 0;
+    for (float x : v) total += x;
+    return total;
+}
+
+TEST_CASE("map encodes chunks straight from any kind of input range, with the same results", "[process]") {
+    crew::ProcessExecutor<> ex(2);
+    // Contiguous, of raw-copied elements: each chunk is one copy of its bytes.
+    std::vector<double> numbers{1, 2, 3, 4, 5, 6, 7};
+    CHECK(ex.map(&halve, numbers, 3) == std::vector<double>{0.5, 1, 1.5, 2, 2.5, 3, 3.5});
+    // Not contiguous, of raw-copied elements.
+    const std::list<double> listed(numbers.begin(), numbers.end());
+    CHECK(ex.map(&halve, listed, 2) == std::vector<double>{0.5, 1, 1.5, 2, 2.5, 3, 3.5});
+    // Elements with a codec of their own (strings; vectors, as images are).
+    const std::vector<std::string> words{"", "a", "three", std::string(100'000, 'x')};
+    CHECK(ex.map(&text_length, words, 3) == std::vector<std::size_t>{0, 1, 5, 100'000});
+    std::deque<std::vector<float>> images;
+    for (int i = 0; i < 5; ++i) images.emplace_back(std::size_t{1} << 16, static_cast<float>(i));
+    CHECK(ex.map(&sum_of, images, 2) == std::vector<float>{0, 65536, 131072, 196608, 262144});
+    // Ranges whose elements are not stored as they are sent go through a copy:
+    // std::vector<bool> (bits), and views that make their values.
+    const std::vector<bool> flags{true, false, false};
+    CHECK(ex.map(&flip, flags) == std::vector<int>{0, 1, 1});
+    auto doubled = std::views::iota(1, 6) | std::views::transform([](int x) { return 2.0 * x; });
+    CHECK(ex.map(&halve, doubled, 2) == std::vector<double>{1, 2, 3, 4, 5});
 }
 
 TEST_CASE("when_any and when_all over futures of different executors", "[process]") {

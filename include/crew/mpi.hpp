@@ -429,7 +429,7 @@ public:
         using In = std::ranges::range_value_t<Range>;
         using R = std::invoke_result_t<Fn&, const In&>;
         check_task<Fn, R, In>();
-        return detail::map_by_slices<R, In>(inputs, chunk, size(), [&](const std::vector<In>& slice) {
+        return detail::map_by_slices<R, In>(inputs, chunk, size(), [&](const auto& slice) {
             auto* task = new detail::MpiTask<std::vector<R>>(
                 detail::encode_call<&detail::map_trampoline<Fn, In>>(Fn(f), slice), core_.counters(), box_);
             enqueue(task, [task] {

@@ -411,7 +411,7 @@ public:
         using R = std::invoke_result_t<Fn&, const In&>;
         check_task<Fn, R, In>();
         return detail::map_by_slices<R, In>(inputs, chunk, size(),
-                                            [&](const std::vector<In>& slice) { return submit_chunk<R, In>(Fn(f), slice); });
+                                            [&](const auto& slice) { return submit_chunk<R, In>(Fn(f), slice); });
     }
 
     /// `f` over `inputs`, lazily, results in input order as they come; see
@@ -527,8 +527,9 @@ private:
         return call;
     }
 
-    template <class R, class In, class Fn>
-    Future<std::vector<R>> submit_chunk(Fn f, const std::vector<In>& slice) {
+    // `slice` encodes as std::vector<In> (see detail::map_by_slices).
+    template <class R, class In, class Fn, class Slice>
+    Future<std::vector<R>> submit_chunk(Fn f, const Slice& slice) {
         auto* task = new detail::ProcessTask<std::vector<R>>(encode<&detail::map_trampoline<Fn, In>>(f, slice),
                                                              core_.counters());
         enqueue(task, [task] { delete task; });

@@ -18,6 +18,8 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <iterator>
+#include <memory>
 #include <mutex>
 #include <ranges>
 #include <span>
@@ -105,25 +107,53 @@ constexpr void check_remote_task() {
         "crew: the task's result type cannot be encoded by crew::Codec; specialise crew::Codec<T> for it");
 }
 
+/// `count` inputs of the user's range from `first`, encoded exactly as a
+/// std::vector<In> of them would be, so map() encodes each chunk straight
+/// from the range instead of copying it into a vector first (a chunk of
+/// images is then copied once, into the message, not twice).
+template <class In, class It>
+struct InputSlice {
+    It first;
+    std::size_t count;
+};
+
+/// Whether a run of It can travel as an InputSlice: its elements are In
+/// themselves, and std::vector<In> has crew's own layout (count, then the
+/// elements; std::vector<bool> packs bits instead).
+template <class In, class It>
+inline constexpr bool slice_encodable =
+    !std::is_same_v<In, bool> && std::is_same_v<std::remove_cvref_t<std::iter_reference_t<It>>, In> &&
+    std::is_lvalue_reference_v<std::iter_reference_t<It>>;
+
 /// map() on an executor that sends each chunk as one encoded task: slices
 /// `inputs` into chunks (0: about four per worker), submits each with
-/// `submit_chunk(const std::vector<In>&) -> Future<std::vector<R>>`, then
-/// waits and joins (the first failure in input order is rethrown).
+/// `submit_chunk(slice) -> Future<std::vector<R>>`, where the slice encodes
+/// as a std::vector<In> (an InputSlice of the range where it can, else a
+/// copy), then waits and joins (the first failure in input order is
+/// rethrown).
 template <class R, class In, class Range, class SubmitChunk>
 std::vector<R> map_by_slices(const Range& inputs, std::size_t chunk, std::size_t workers, SubmitChunk submit_chunk) {
+    using It = std::ranges::iterator_t<const Range>;
+    constexpr bool in_place = slice_encodable<In, It>;
+    using Slice = std::conditional_t<in_place, InputSlice<In, It>, std::vector<In>>;
     const auto n = static_cast<std::size_t>(std::ranges::distance(inputs));
     chunk = pick_chunk(n, workers, chunk);
-    std::vector<decltype(submit_chunk(std::declval<const std::vector<In>&>()))> parts;
+    std::vector<decltype(submit_chunk(std::declval<const Slice&>()))> parts;
     parts.reserve((n + chunk - 1) / chunk);
     std::exception_ptr submit_error;
-    auto it = std::ranges::begin(inputs);
-    std::vector<In> slice;
+    It it = std::ranges::begin(inputs);
+    std::vector<In> copy;
     for (std::size_t done = 0; done < n;) {
         const std::size_t count = std::min(chunk, n - done);
-        slice.clear();
-        for (std::size_t i = 0; i < count; ++i, ++it) slice.push_back(*it);
         try {
-            parts.push_back(submit_chunk(slice));
+            if constexpr (in_place) {
+                parts.push_back(submit_chunk(Slice{it, count}));
+                std::ranges::advance(it, static_cast<std::iter_difference_t<It>>(count));
+            } else {
+                copy.clear();
+                for (std::size_t i = 0; i < count; ++i, ++it) copy.push_back(*it);
+                parts.push_back(submit_chunk(copy));
+            }
         } catch (...) {
             submit_error = std::current_exception();
             break;
@@ -274,5 +304,29 @@ inline Initializer decode_initializer(std::vector<std::byte> call) {
 }
 
 }  // namespace detail
+
+/// Encodes a detail::InputSlice as std::vector<In> (it is never decoded as
+/// itself: the worker reads the vector).
+template <class In, class It>
+struct Codec<detail::InputSlice<In, It>> {
+    static constexpr std::size_t min_encoded_size = 8;
+    static void encode(Writer& w, const detail::InputSlice<In, It>& s) {
+        if constexpr (std::contiguous_iterator<It> && detail::bulk<In>) {
+            detail::write_count(w, s.count);
+            if (s.count != 0) w.write(std::to_address(s.first), s.count * sizeof(In));
+        } else if constexpr (detail::bulk<In>) {
+            detail::write_count(w, s.count);
+            It it = s.first;
+            for (std::size_t i = 0; i < s.count; ++i, ++it) w.write(std::addressof(*it), sizeof(In));
+        } else {
+            detail::write_count(w, s.count);
+            It it = s.first;
+            for (std::size_t i = 0; i < s.count; ++i, ++it) w.write_value(*it);
+        }
+    }
+    [[noreturn]] static detail::InputSlice<In, It> decode(Reader&) {
+        throw CodecError("crew: an input slice is decoded as the std::vector it encodes, never as itself");
+    }
+};
 
 }  // namespace crew
