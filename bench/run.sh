@@ -2,7 +2,7 @@
 # Configures a Release build of crew's benchmarks in build-bench/, builds them,
 # prints the machine, then runs them all. Arguments (--reps=N, --scale=X) go
 # to every benchmark; WORKERS=N sets the thread-pool size (default 2);
-# BENCH=thread_pool|queue|process runs one; PYTHON names the python3 that
+# BENCH=thread_pool|queue|process|shared_array runs one; PYTHON names the python3 that
 # runs the ProcessPoolExecutor peer (default: python3 from PATH).
 #
 #   bench/run.sh                 # the full run documented in docs/benchmarks.md
@@ -14,7 +14,7 @@ build="$root/build-bench"
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCREW_BUILD_BENCHMARKS=ON \
       -DCREW_BUILD_TESTS=OFF -DCREW_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build "$build" --target bench_thread_pool bench_queue bench_process -j "$(nproc)" >/dev/null
+cmake --build "$build" --target bench_thread_pool bench_queue bench_process bench_shared_array -j "$(nproc)" >/dev/null
 
 echo "# crew benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo
@@ -25,7 +25,7 @@ echo "- kernel: $(uname -sr)"
 echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- python: $(${PYTHON:-python3} --version 2>&1)"
 echo
-for bench in ${BENCH:-thread_pool queue process}; do
+for bench in ${BENCH:-thread_pool queue process shared_array}; do
   case "$bench" in
     thread_pool) "$build/bench/bench_thread_pool" --workers="${WORKERS:-2}" "$@" ;;
     process) "$build/bench/bench_process" --python="${PYTHON:-python3}" "$@" ;;
