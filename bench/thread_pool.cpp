@@ -15,8 +15,15 @@
 //                       the next (TBB: task_group::run + std::promise; the
 //                       submitting thread blocks in std::future::get, so a
 //                       worker must take the task). us per round trip.
+//   nested fork-join    fib(22) where each level submits one half as a task,
+//                       computes the other itself, then waits for the task
+//                       (28,656 tasks; crew: submit + Future::get inside the
+//                       pool; TBB: task_group::run + wait per level). Asio
+//                       has no row: a worker blocked in std::future::get does
+//                       not run other work, so the pool deadlocks. us per run.
 // The pool is built before the clock starts and, where the row does not
 // include draining it, shut down after the clock stops.
+#include <algorithm>
 #include <cstddef>
 #include <future>
 #include <string>
@@ -173,6 +180,60 @@ std::vector<bench::Case> every_pool(Row row) {
 
 constexpr auto one = [] { return 1; };
 
+template <class Ex>
+long crew_fib(Ex& ex, int n) {
+    if (n < 2) return n;
+    auto half = ex.submit([&ex, n] { return crew_fib(ex, n - 1); });
+    const long other = crew_fib(ex, n - 2);
+    return half.get() + other;
+}
+
+#if CREW_BENCH_TBB
+long tbb_fib(int n) {
+    if (n < 2) return n;
+    long half = 0;
+    tbb::task_group group;
+    group.run([&half, n] { half = tbb_fib(n - 1); });
+    const long other = tbb_fib(n - 2);
+    group.wait();
+    return half + other;
+}
+#endif
+
+/// The nested row: crew under each policy, and TBB.
+std::vector<bench::Case> nested_cases(std::size_t workers, int n, std::size_t runs) {
+    std::vector<bench::Case> cases;
+    auto add_crew = [&]<class Sync>(std::type_identity<Sync>) {
+        cases.push_back({CrewPool<Sync>::name(), true, [workers, n, runs] {
+                             crew::ThreadExecutor<Sync> ex(workers);
+                             long sum = 0;
+                             const double s = bench::seconds([&] {
+                                 for (std::size_t r = 0; r < runs; ++r)
+                                     sum += ex.submit([&ex, n] { return crew_fib(ex, n); }).get();
+                             });
+                             bench::check(sum == static_cast<long>(runs) * 17711, "nested: fib(22) == 17711");
+                             return s * 1e6 / static_cast<double>(runs);
+                         }});
+    };
+    add_crew(std::type_identity<crew::sync::LockFree>{});
+    add_crew(std::type_identity<crew::sync::Mutex>{});
+    add_crew(std::type_identity<crew::sync::Semaphore>{});
+#if CREW_BENCH_TBB
+    cases.push_back({TbbPool::name(), false, [workers, n, runs] {
+                         TbbPool pool(workers);
+                         long sum = 0;
+                         const double s = bench::seconds([&] {
+                             pool.as_submitter([&] {
+                                 for (std::size_t r = 0; r < runs; ++r) sum += tbb_fib(n);
+                             });
+                         });
+                         bench::check(sum == static_cast<long>(runs) * 17711, "nested: fib(22) == 17711");
+                         return s * 1e6 / static_cast<double>(runs);
+                     }});
+#endif
+    return cases;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -237,5 +298,12 @@ int main(int argc, char** argv) {
             return s * 1e6 / static_cast<double>(trips);
         },
         {0.1, "Boost.Asio thread_pool"});
+
+    const std::size_t fib_runs = std::max<std::size_t>(1, opt.n(20));
+    const std::string nested = "nested fork-join: fib(22), each level submits one half and waits on it (28,656 tasks), " +
+                               std::to_string(fib_runs) + " runs";
+    if (opt.wants(nested))
+        bench::report(nested, "us per run", bench::measure(nested_cases(workers, 22, fib_runs), opt.reps),
+                      bench::Target{1.5, "oneTBB task_group"});
     return 0;
 }
