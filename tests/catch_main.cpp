@@ -8,6 +8,12 @@
 // stacks of this process and of its descendants (when gdb is installed),
 // kills the descendants and aborts. Without it a deadlock costs CTest's whole
 // 900 s timeout and leaves only "Timeout" in the log.
+//
+// It is an alarm() and a signal handler, not a thread: a thread would be in
+// ThreadSanitizer's books when a test forks, and a child that starts threads
+// of its own then dies with "dup thread". The handler only makes
+// async-signal-safe calls: it writes, forks a shell that prints the stacks
+// and kills the descendants, waits for it, and aborts.
 #if __has_include(<catch2/catch_all.hpp>)
 #include <catch2/catch_session.hpp>
 #include <catch2/catch_test_case_info.hpp>
@@ -26,117 +32,100 @@ using ListenerBase = Catch::TestEventListenerBase;
 
 #include <crew/session.hpp>
 
-#include <chrono>
-#include <condition_variable>
-#include <cstdio>
+#include <algorithm>
+#include <cerrno>
 #include <cstdlib>
-#include <mutex>
+#include <cstring>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
-
-#include "test_support.hpp"
 
 namespace crew_test {
 namespace {
 
-std::chrono::seconds case_timeout() {
+// Prints the stacks of process $1 and of its descendants (gdb, when
+// installed), then SIGKILLs the descendants; never itself.
+constexpr const char* hang_script = R"sh(
+p=$1
+below() {
+  for c in $(cat /proc/$1/task/*/children 2>/dev/null); do
+    [ "$c" = "$$" ] || { echo $c; below $c; }
+  done
+}
+all=$(below $p)
+for q in $p $all; do
+  if [ -x /usr/bin/gdb ]; then
+    echo "--- stacks of process $q" >&2
+    timeout 60 /usr/bin/gdb -p $q -batch -nx -ex 'thread apply all bt' </dev/null >&2 2>/dev/null
+  fi
+done
+[ -z "$all" ] || kill -9 $all 2>/dev/null
+)sh";
+
+unsigned case_timeout() {
     const char* text = std::getenv("CREW_TEST_CASE_TIMEOUT");
     const long seconds = text != nullptr ? std::atol(text) : 0;
-    return std::chrono::seconds(seconds > 0 ? seconds : 300);
+    return seconds > 0 ? static_cast<unsigned>(seconds) : 300;
 }
 
-/// Every process below this one, children first.
-std::vector<int> descendants() {
-    std::vector<int> all = child_pids();
-    for (std::size_t i = 0; i < all.size(); ++i)
-        for (int pid : child_pids(all[i])) all.push_back(pid);
-    return all;
-}
+// What the handler reads; written by the main thread before alarm() arms it.
+char hung_message[768];
+std::size_t hung_length = 0;
+char pid_text[16];
 
-void print_stacks(int pid) {
-    if (::access("/usr/bin/gdb", X_OK) != 0) return;
-    const std::string command = "timeout 60 /usr/bin/gdb -p " + std::to_string(pid) +
-                                " -batch -nx -ex 'thread apply all bt' </dev/null 1>&2 2>/dev/null";
-    std::fprintf(stderr, "--- stacks of process %d\n", pid);
-    std::fflush(stderr);
-    (void)!std::system(command.c_str());
-}
+void say(const char* text) { (void)!::write(STDERR_FILENO, text, std::strlen(text)); }
 
-[[noreturn]] void hung(const std::string& name, std::chrono::seconds limit) {
-    std::fprintf(stderr, "\ncrew test watchdog: test case \"%s\" still runs after %lld s; stacks follow, then abort\n",
-                 name.c_str(), static_cast<long long>(limit.count()));
-    std::fflush(stderr);
+extern "C" void on_hang(int) {
+    (void)!::write(STDERR_FILENO, hung_message, hung_length);
     (void)::prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);  // let gdb attach where Yama restricts ptrace
-    const std::vector<int> below = descendants();
-    print_stacks(::getpid());
-    for (int pid : below) print_stacks(pid);
-    for (int pid : below) ::kill(pid, SIGKILL);
+    // The raw system call, not fork(): ThreadSanitizer's fork() takes locks
+    // of its own, which a signal handler may find held.
+    const auto helper = static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0));
+    if (helper == 0) {
+        ::execl("/bin/sh", "sh", "-c", hang_script, "crew-test-watchdog", pid_text, static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    if (helper > 0) {
+        int status = 0;
+        while (::waitpid(helper, &status, 0) == -1 && errno == EINTR) {
+        }
+    }
+    say("crew test watchdog: aborting\n");
     std::abort();
 }
 
-/// One watchdog thread for the whole run; each test case rearms it.
+/// Arms the alarm for each test case, disarms it when the case ends.
 class Watchdog final : public ListenerBase {
 public:
-    using ListenerBase::ListenerBase;
-    ~Watchdog() override {
-        {
-            std::lock_guard lock(mutex_);
-            stopping_ = true;
-        }
-        changed_.notify_one();
-        if (thread_.joinable()) thread_.join();
+    explicit Watchdog(const Catch::ReporterConfig& config) : ListenerBase(config), limit_(case_timeout()) {
+        const std::string pid = std::to_string(::getpid());
+        std::memcpy(pid_text, pid.c_str(), pid.size() + 1);
+        struct sigaction action {};
+        action.sa_handler = on_hang;
+        action.sa_flags = SA_RESTART;
+        ::sigemptyset(&action.sa_mask);
+        ::sigaction(SIGALRM, &action, nullptr);
     }
 
     void testCaseStarting(const Catch::TestCaseInfo& info) override {
-        {
-            std::lock_guard lock(mutex_);
-            current_ = info.name;
-            deadline_ = Clock::now() + limit_;
-        }
-        if (!thread_.joinable()) thread_ = std::thread([this] { watch(); });
-        changed_.notify_one();
+        const std::string text = "\ncrew test watchdog: test case \"" + info.name + "\" still runs after " +
+                                 std::to_string(limit_) + " s; stacks follow, then abort\n";
+        hung_length = std::min(text.size(), sizeof hung_message);
+        std::memcpy(hung_message, text.data(), hung_length);
+        ::alarm(limit_);
     }
 
     void testCaseEnded(const Catch::TestCaseStats& stats) override {
-        {
-            std::lock_guard lock(mutex_);
-            deadline_ = Clock::time_point::max();
-        }
-        changed_.notify_one();
+        ::alarm(0);
         ListenerBase::testCaseEnded(stats);
     }
 
 private:
-    using Clock = std::chrono::steady_clock;
-
-    void watch() {
-        std::unique_lock lock(mutex_);
-        while (!stopping_) {
-            if (Clock::now() >= deadline_) {
-                const std::string name = current_;
-                lock.unlock();  // Catch's SIGABRT handler ends the case: testCaseEnded locks too
-                hung(name, limit_);
-            }
-            if (deadline_ == Clock::time_point::max()) {
-                changed_.wait(lock);
-            } else {
-                changed_.wait_until(lock, deadline_);
-            }
-        }
-    }
-
-    const std::chrono::seconds limit_ = case_timeout();
-    std::mutex mutex_;
-    std::condition_variable changed_;
-    std::string current_;
-    Clock::time_point deadline_ = Clock::time_point::max();
-    bool stopping_ = false;
-    std::thread thread_;
+    unsigned limit_;
 };
 
 }  // namespace
