@@ -35,6 +35,46 @@ TEMPLATE_LIST_TEST_CASE("a task waiting on a task it submitted does not deadlock
     for (int i = 0; i < 64; ++i) CHECK(fs[static_cast<std::size_t>(i)].get() == 2 * i);
 }
 
+namespace {
+template <class Ex>
+long nested_fib(Ex& ex, int n) {
+    if (n < 2) return n;
+    auto half = ex.submit([&ex, n] { return nested_fib(ex, n - 1); });
+    const long other = nested_fib(ex, n - 2);
+    return half.get() + other;
+}
+}  // namespace
+
+TEMPLATE_LIST_TEST_CASE("nested fork-join 20 levels deep, on 1 and 2 workers, runs every task once", "[thread]",
+                        Policies) {
+    for (std::size_t workers : {1, 2}) {
+        crew::ThreadExecutor<TestType> ex(workers);
+        CHECK(ex.submit([&ex] { return nested_fib(ex, 20); }).get() == 6765);
+        ex.wait_idle();
+        const crew::Stats stats = ex.stats();
+        // fib(20) makes 10,945 subtasks, plus the root: each started and completed once,
+        // whether a worker took it from the queue or the worker that waited for it ran it.
+        CHECK(stats.completed == 10'946);
+        CHECK(stats.queued == 0);
+        CHECK(stats.running == 0);
+        CHECK(stats.cancelled == 0);
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("a task waited for from outside its executor runs on its own executor", "[thread]", Policies) {
+    crew::ThreadExecutor<TestType> ex(1);
+    const auto caller = std::this_thread::get_id();
+    auto where = ex.submit([] { return std::this_thread::get_id(); });
+    CHECK(where.get() != caller);
+    // Nor by a worker of another executor.
+    crew::ThreadExecutor<TestType> other(1);
+    auto outer = other.submit([&ex] {
+        const auto self = std::this_thread::get_id();
+        return ex.submit([] { return std::this_thread::get_id(); }).get() != self;
+    });
+    CHECK(outer.get());
+}
+
 TEMPLATE_LIST_TEST_CASE("capturing lambdas and move-only arguments work on threads", "[thread]", Policies) {
     crew::ThreadExecutor<TestType> ex(2);
     int base = 40;
