@@ -68,22 +68,27 @@ bool invoke_and_publish(SharedState<R>& state, std::optional<Call>& call) noexce
 }
 
 /// A submitted task: the callable, its arguments and its future's state in
-/// one allocation. References: the future's and the queue's.
+/// one allocation. References: the future's and the queue's. It runs once:
+/// on the worker that takes it from the queue, or on one of its executor's
+/// workers that waits for it first (run_here; the queue's reference is then
+/// dropped when the queue hands it out).
 template <class R, class F, class... Args>
 class ThreadTask final : public SharedState<R>, public Job {
 public:
     template <class Fn, class... As>
-    explicit ThreadTask(TaskCounters& counters, Fn&& f, As&&... args)
-        : SharedState<R>(2), counters_(counters) {
+    explicit ThreadTask(TaskCounters& counters, const WaitHelper& owner, Fn&& f, As&&... args)
+        : SharedState<R>(2), counters_(counters), owner_(owner) {
         call_.emplace(std::forward<Fn>(f), std::forward<As>(args)...);
     }
 
     void run() noexcept override {
-        if (this->try_claim()) {
-            counters_.started();
-            counters_.finished(invoke_and_publish<R>(*this, call_));
-        }
+        if (this->try_claim()) run_claimed();
         this->release();
+    }
+    bool run_here(WaitHelper& helper) noexcept override {
+        if (&helper != &owner_ || !this->try_claim()) return false;
+        run_claimed();
+        return true;
     }
     void abandon() noexcept override {
         this->try_cancel();
@@ -98,9 +103,14 @@ public:
     }
 
 private:
+    void run_claimed() noexcept {
+        counters_.started();
+        counters_.finished(invoke_and_publish<R>(*this, call_));
+    }
     void destroy() noexcept override { delete this; }
 
     TaskCounters& counters_;
+    const WaitHelper& owner_;  // the executor's core: only its workers run it inline
     std::optional<std::tuple<F, Args...>> call_;
 };
 
@@ -184,7 +194,7 @@ public:
     auto submit(F&& f, Args&&... args) -> Future<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>> {
         using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
         using Task = detail::ThreadTask<R, std::decay_t<F>, std::decay_t<Args>...>;
-        auto* task = new Task(core_.counters(), std::forward<F>(f), std::forward<Args>(args)...);
+        auto* task = new Task(core_.counters(), core_, std::forward<F>(f), std::forward<Args>(args)...);
         enqueue(task, [task] {
             task->release();
             task->release();

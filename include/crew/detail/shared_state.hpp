@@ -116,6 +116,15 @@ public:
         return true;
     }
 
+    /// Runs the task here, now, if it is one of `helper`'s executor and no
+    /// worker has begun it: a worker that waits on a task it submitted runs
+    /// it itself (help-first, as a work-stealing scheduler does), while the
+    /// other workers take the older tasks. True when it ran here.
+    virtual bool run_here(WaitHelper& helper) noexcept {
+        (void)helper;
+        return false;
+    }
+
     /// Claimant only: publish crew::Cancelled.
     void publish_cancelled() noexcept { publish_error(std::make_exception_ptr(Cancelled{}), Status::cancelled); }
 
@@ -193,7 +202,15 @@ private:
 
     bool wait_impl(const std::chrono::steady_clock::time_point* deadline) const {
         if (is_ready()) return true;
-        if (WaitHelper* helper = current_wait_helper) return help_while_waiting(*helper, deadline);
+        if (WaitHelper* helper = current_wait_helper) {
+            // Without a deadline the waiter runs the task itself when nobody
+            // has begun it: a fork-join tree then nests no deeper than the
+            // tree (helping with the oldest queued task first could nest a
+            // wait in a wait once per task). A timed wait does not take on
+            // a task that could outlast it.
+            if (deadline == nullptr && const_cast<StateBase*>(this)->run_here(*helper)) return true;
+            return help_while_waiting(*helper, deadline);
+        }
         if (spin_until([this] { return is_ready(); })) return true;
         while (!is_ready()) {
             if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) return false;
