@@ -311,17 +311,17 @@ template <class In, class It>
 struct Codec<detail::InputSlice<In, It>> {
     static constexpr std::size_t min_encoded_size = 8;
     static void encode(Writer& w, const detail::InputSlice<In, It>& s) {
+        detail::write_count(w, s.count);
         if constexpr (std::contiguous_iterator<It> && detail::bulk<In>) {
-            detail::write_count(w, s.count);
             if (s.count != 0) w.write(std::to_address(s.first), s.count * sizeof(In));
-        } else if constexpr (detail::bulk<In>) {
-            detail::write_count(w, s.count);
-            It it = s.first;
-            for (std::size_t i = 0; i < s.count; ++i, ++it) w.write(std::addressof(*it), sizeof(In));
         } else {
-            detail::write_count(w, s.count);
             It it = s.first;
-            for (std::size_t i = 0; i < s.count; ++i, ++it) w.write_value(*it);
+            for (std::size_t i = 0; i < s.count; ++i, ++it) {
+                if constexpr (detail::bulk<In>)
+                    w.write(std::addressof(*it), sizeof(In));
+                else
+                    w.write_value(*it);
+            }
         }
     }
     [[noreturn]] static detail::InputSlice<In, It> decode(Reader&) {

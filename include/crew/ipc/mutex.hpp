@@ -240,6 +240,10 @@ private:
     // false then, with `lock` released (a peer stopped holding the mutex
     // must not hold a timed wait past its deadline).
     bool wait_relock(std::unique_lock<Mutex>& lock, const std::chrono::steady_clock::time_point* deadline);
+    // Both: unlock, sleep until notified or `deadline`, lock again (by the
+    // deadline too when `relock_by_deadline`); false when not locked again.
+    bool sleep_then_lock(std::unique_lock<Mutex>& lock, const std::chrono::steady_clock::time_point* deadline,
+                         bool relock_by_deadline);
 
     std::atomic<std::uint32_t> sequence_{0};
 };
@@ -486,6 +490,12 @@ inline void ConditionVariable::notify_all() noexcept {
 
 inline void ConditionVariable::wait_steady(std::unique_lock<Mutex>& lock,
                                            const std::chrono::steady_clock::time_point* deadline) {
+    (void)sleep_then_lock(lock, deadline, /*relock_by_deadline=*/false);
+}
+
+inline bool ConditionVariable::sleep_then_lock(std::unique_lock<Mutex>& lock,
+                                               const std::chrono::steady_clock::time_point* deadline,
+                                               bool relock_by_deadline) {
     if (!lock.owns_lock())
         throw Error("crew::ipc::ConditionVariable::wait: the unique_lock does not hold its mutex; lock it first");
     Mutex& mutex = *lock.mutex();
@@ -494,33 +504,24 @@ inline void ConditionVariable::wait_steady(std::unique_lock<Mutex>& lock,
     const std::uint32_t seen = sequence_.load(std::memory_order_acquire);
     mutex.unlock();
     detail::futex_wait(sequence_, seen, /*shared=*/true, deadline);  // EINTR/timeout: the caller re-checks
+    bool held = true;
     try {
-        mutex.lock();  // owner_died is recorded in the mutex for the caller to see
+        // owner_died is recorded in the mutex for the caller to see
+        if (relock_by_deadline && deadline != nullptr)
+            held = mutex.timed_lock(*deadline);
+        else
+            mutex.lock();
     } catch (...) {
         lock.release();  // not held: keep ~unique_lock from unlocking it
         throw;
     }
+    if (!held) lock.release();
+    return held;
 }
 
 inline bool ConditionVariable::wait_relock(std::unique_lock<Mutex>& lock,
                                            const std::chrono::steady_clock::time_point* deadline) {
-    if (deadline == nullptr) {
-        wait_steady(lock, nullptr);
-        return true;
-    }
-    Mutex& mutex = *lock.mutex();
-    const std::uint32_t seen = sequence_.load(std::memory_order_acquire);  // as in wait_steady()
-    mutex.unlock();
-    detail::futex_wait(sequence_, seen, /*shared=*/true, deadline);
-    bool held = false;
-    try {
-        held = mutex.timed_lock(*deadline);
-    } catch (...) {
-        lock.release();
-        throw;
-    }
-    if (!held) lock.release();
-    return held;
+    return sleep_then_lock(lock, deadline, /*relock_by_deadline=*/true);
 }
 
 inline void ConditionVariable::wait(std::unique_lock<Mutex>& lock) { wait_steady(lock, nullptr); }
