@@ -163,7 +163,7 @@ TEST_CASE("a queue in shared memory: 2 producer and 2 consumer processes, each i
     const std::size_t capacity = 1024;
     // The queue, then one receive counter per item; nothing else is shared.
     auto region = crew::ipc::SharedRegion::anonymous(Queue::bytes_for(capacity) + items);
-    Queue* q = Queue::create_at(region.data(), capacity, /*process_shared=*/true);
+    Queue* q = Queue::create_at(region.data(), capacity, crew::Sharing::between_processes);
     auto* received = reinterpret_cast<std::atomic<std::uint8_t>*>(static_cast<unsigned char*>(region.data()) +
                                                                   Queue::bytes_for(capacity));
     static_assert(sizeof(std::atomic<std::uint8_t>) == 1 && std::atomic<std::uint8_t>::is_always_lock_free);

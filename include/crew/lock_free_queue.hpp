@@ -22,7 +22,7 @@
 // from two counters on separate cache lines, claimed by CAS.
 //
 // In shared memory: the queue holds no pointers, only an offset to its slots,
-// so `LockFreeQueue<T>::create_at(memory, capacity, true)` places a working
+// so `LockFreeQueue<T>::create_at(memory, capacity, crew::Sharing::between_processes)` places a working
 // queue (header + slots, bytes_for(capacity) bytes) in memory mapped by several
 // processes; its sleeps then use process-shared futexes.
 #pragma once
@@ -52,6 +52,13 @@
 
 namespace crew {
 
+/// Who sleeps on a LockFreeQueue placed with create_at(): threads of one
+/// process (cheaper, private futexes), or processes that map its memory.
+enum class Sharing : bool {
+    in_process,         ///< threads of the calling process only
+    between_processes,  ///< any process mapping the memory (process-shared futexes)
+};
+
 namespace detail {
 // A fixed 64 rather than std::hardware_destructive_interference_size: that
 // constant may differ between translation units built with different -mtune
@@ -70,7 +77,7 @@ public:
 
     /// A queue for at least `capacity` items (rounded up to a power of two, 2 at least),
     /// slots on the heap. Throws crew::InvalidArgument for capacity 0.
-    explicit LockFreeQueue(std::size_t capacity) : LockFreeQueue(round_up(capacity), nullptr, false) {}
+    explicit LockFreeQueue(std::size_t capacity) : LockFreeQueue(round_up(capacity), nullptr, Sharing::in_process) {}
 
     /// Bytes create_at() needs for `capacity` items.
     static std::size_t bytes_for(std::size_t capacity) {
@@ -79,9 +86,9 @@ public:
 
     /// Constructs a queue inside `memory` (bytes_for(capacity) bytes, aligned
     /// to a cache line), e.g. shared memory mapped by several processes; pass
-    /// process_shared = true then. Destroy with `q->~LockFreeQueue()`.
-    static LockFreeQueue* create_at(void* memory, std::size_t capacity, bool process_shared = false) {
-        return ::new (memory) LockFreeQueue(round_up(capacity), memory, process_shared);
+    /// Sharing::between_processes then. Destroy with `q->~LockFreeQueue()`.
+    static LockFreeQueue* create_at(void* memory, std::size_t capacity, Sharing sharing = Sharing::in_process) {
+        return ::new (memory) LockFreeQueue(round_up(capacity), memory, sharing);
     }
 
     LockFreeQueue(const LockFreeQueue&) = delete;
@@ -108,6 +115,9 @@ public:
             auto lag = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(ticket);
             if (lag == 0) {
                 CREW_DETAIL_LFQ_YIELD();
+                // Relaxed is enough: the ticket only picks a slot. What
+                // orders the item is the slot's seq (acquire above, release
+                // below), never the counter.
                 if (tail_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_relaxed)) {
                     CREW_DETAIL_LFQ_YIELD();
                     ::new (static_cast<void*>(&slot.storage)) T(std::forward<Args>(args)...);
@@ -200,6 +210,7 @@ private:
             auto lag = static_cast<std::intptr_t>(seq) - static_cast<std::intptr_t>(ticket + 1);
             if (lag == 0) {
                 CREW_DETAIL_LFQ_YIELD();
+                // Relaxed, as in try_emplace: seq carries the ordering.
                 if (head_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_relaxed)) {
                     CREW_DETAIL_LFQ_YIELD();
                     T* item = item_in(slot);
@@ -232,12 +243,12 @@ private:
 
     // `placement`: where create_at put us (slots follow the header), or null
     // for slots on the heap. Either way only an offset is stored.
-    LockFreeQueue(std::size_t capacity, void* placement, bool process_shared)
+    LockFreeQueue(std::size_t capacity, void* placement, Sharing sharing)
         : capacity_(capacity),
           mask_(capacity - 1),
           owns_slots_(placement == nullptr),
-          not_empty_(process_shared),
-          not_full_(process_shared) {
+          not_empty_(sharing == Sharing::between_processes),
+          not_full_(sharing == Sharing::between_processes) {
         auto* base = placement != nullptr
                          ? static_cast<unsigned char*>(placement) + slots_offset()
                          : static_cast<unsigned char*>(::operator new(capacity * sizeof(Slot), std::align_val_t{alignof(Slot)}));
@@ -252,31 +263,35 @@ private:
         return std::launder(reinterpret_cast<Slot*>(reinterpret_cast<std::intptr_t>(this) + slots_offset_));
     }
 
+    // Spin briefly, then sleep on `event` until `attempt()` succeeds (true)
+    // or the queue is closed (false).
     template <class Attempt>
     bool block_until(detail::EventCount& event, Attempt attempt) {
         bool done = false;
-        detail::spin_until([&] { return (done = attempt()) || closed(); });
-        if (done) return true;
-        for (;;) {
-            if (attempt()) return true;
+        auto done_or_closed = [&] {
+            if ((done = attempt())) return true;
             CREW_DETAIL_LFQ_YIELD();
-            if (closed()) return false;
-            std::uint32_t key = event.prepare_wait();
+            return closed();
+        };
+        if (detail::spin_until(done_or_closed) && done) return true;
+        event.await([&] {
             CREW_DETAIL_LFQ_YIELD();
-            if (attempt()) {
-                event.cancel_wait();
-                return true;
-            }
-            CREW_DETAIL_LFQ_YIELD();
-            if (closed()) {
-                event.cancel_wait();
-                return false;
-            }
-            CREW_DETAIL_LFQ_YIELD();
-            event.wait(key);
-        }
+            return done_or_closed();
+        });
+        return done;
     }
 
+public:
+    /// The layout rigtorp's MPMCQueue asserts too: producers (tail_) and
+    /// consumers (head_) each own a cache line, the read-mostly fields a
+    /// third. offsetof is only defined once the class is complete, so the
+    /// check is a function the static_assert below the class calls.
+    static constexpr bool layout_ok() {
+        return offsetof(LockFreeQueue, head_) - offsetof(LockFreeQueue, tail_) >= detail::cache_line &&
+               offsetof(LockFreeQueue, capacity_) - offsetof(LockFreeQueue, head_) >= detail::cache_line;
+    }
+
+private:
     // Producers and consumers each touch their own line; the read-mostly
     // fields share a third.
     alignas(detail::cache_line) std::atomic<std::size_t> tail_{0};
@@ -292,5 +307,6 @@ private:
 
 static_assert(alignof(LockFreeQueue<int>) >= detail::cache_line,
               "the producer and consumer tickets must sit on separate cache lines");
+static_assert(LockFreeQueue<int>::layout_ok(), "tail, head and the read-mostly fields must not share a cache line");
 
 }  // namespace crew

@@ -8,25 +8,60 @@
 // in its re-check, or the notifier sees the waiter and bumps the epoch, which
 // makes the futex wait return. Nothing here needs a pointer, so it works in
 // memory shared between processes (construct with shared = true).
+//
+// Most callers want await(ready, deadline): it runs the whole protocol
+// (announce, re-check, sleep, repeat) around their condition. The same
+// await() serves every signal with this interface (the shared_signal concept
+// of crew/detail/shm_signal.hpp), so the protocol is written once.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <concepts>
 #include <cstdint>
 
 #include <crew/detail/futex.hpp>
-
-// ThreadSanitizer builds (GCC defines the first macro, Clang the feature).
-#if defined(__SANITIZE_THREAD__)
-#define CREW_DETAIL_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CREW_DETAIL_TSAN 1
-#endif
-#endif
+#include <crew/detail/sanitizers.hpp>
 
 namespace crew::detail {
+
+/// What prepare_wait() hands to wait(): the notification epoch the waiter
+/// saw when it announced itself. A type of its own (as folly's
+/// EventCount::Key), so it cannot be mistaken for a count or a flag.
+struct WaitKey {
+    std::uint32_t epoch = 0;
+};
+
+/// Anything that sleeps the event-count way: announce (prepare_wait), re-check
+/// the condition, then sleep (wait) or withdraw (cancel_wait); a notifier
+/// changes the condition first. wait() returns false when `deadline` passed.
+template <class S>
+concept wait_signal = requires(S& s, WaitKey key, const std::chrono::steady_clock::time_point* deadline) {
+    { s.prepare_wait() } -> std::same_as<WaitKey>;
+    s.cancel_wait();
+    { s.wait(key, deadline) } -> std::same_as<bool>;
+    s.notify_one();
+    s.notify_all();
+};
+
+/// Waits on `signal` until `ready()` holds (true) or `deadline` passes
+/// (false; a null deadline waits for ever). `ready()` is a check of state that
+/// a notifier changes before it notifies; it may have side effects (take an
+/// item): it is called until it first returns true, never after. Between the
+/// checks nothing spins: a caller who wants a spin phase spins first.
+template <wait_signal Signal, class Ready>
+bool await(Signal& signal, Ready&& ready, const std::chrono::steady_clock::time_point* deadline = nullptr) {
+    for (;;) {
+        if (ready()) return true;
+        const WaitKey key = signal.prepare_wait();
+        if (ready()) {
+            signal.cancel_wait();
+            return true;
+        }
+        if (!signal.wait(key, deadline)) return ready();
+    }
+}
 
 /// The notifier's half of a Dekker-style handshake: called after it changed
 /// the condition, reads how many waiters announced themselves. Its change
@@ -34,31 +69,37 @@ namespace crew::detail {
 /// model fences, so there the read becomes an RMW, which orders the same way
 /// through the waiter's RMW on the same counter (release sequence).
 inline std::uint32_t waiters_after_change(std::atomic<std::uint32_t>& waiters) noexcept {
-#if defined(CREW_DETAIL_TSAN)
-    return waiters.fetch_add(0, std::memory_order_seq_cst);
-#else
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    return waiters.load(std::memory_order_relaxed);
-#endif
+    if constexpr (under_tsan) {
+        return waiters.fetch_add(0, std::memory_order_seq_cst);
+    } else {
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        return waiters.load(std::memory_order_relaxed);
+    }
 }
 
 class EventCount {
 public:
     explicit EventCount(bool process_shared = false) noexcept : shared_(process_shared) {}
 
+    /// Waits until `ready()` or `deadline`; see detail::await above.
+    template <class Ready>
+    bool await(Ready&& ready, const std::chrono::steady_clock::time_point* deadline = nullptr) {
+        return detail::await(*this, static_cast<Ready&&>(ready), deadline);
+    }
+
     /// Announces a waiter; returns the key to pass to wait(). Re-check the
     /// condition after this, then call wait() or cancel_wait().
-    std::uint32_t prepare_wait() noexcept {
+    WaitKey prepare_wait() noexcept {
         waiters_.fetch_add(1, std::memory_order_seq_cst);
-        return epoch_.load(std::memory_order_seq_cst);
+        return WaitKey{epoch_.load(std::memory_order_seq_cst)};
     }
     void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
 
     /// Sleeps unless notified since prepare_wait(); false when `deadline` passed.
-    bool wait(std::uint32_t key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
+    bool wait(WaitKey key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
         bool woke = true;
-        while (epoch_.load(std::memory_order_acquire) == key) {
-            if (!futex_wait(epoch_, key, shared_, deadline)) {
+        while (epoch_.load(std::memory_order_acquire) == key.epoch) {
+            if (!futex_wait(epoch_, key.epoch, shared_, deadline)) {
                 woke = false;
                 break;
             }

@@ -23,6 +23,7 @@
 
 #include <crew/detail/deadline.hpp>
 #include <crew/detail/demangle.hpp>
+#include <crew/detail/event_count.hpp>
 #include <crew/detail/shared_state.hpp>
 #include <crew/errors.hpp>
 #include <crew/options.hpp>
@@ -189,7 +190,7 @@ public:
         return true;
     }
     void leave() noexcept {
-        if (state_.fetch_sub(1, std::memory_order_release) == (closed_bit | 1)) state_.notify_all();
+        if (state_.fetch_sub(1, std::memory_order_release) == (closed_bit | 1)) emptied_.notify_all();
     }
 
     /// Shuts the gate, then waits until no submitter is inside; `help` runs
@@ -203,14 +204,15 @@ public:
             const std::uint64_t s = state_.load(std::memory_order_acquire);
             if ((s & ~closed_bit) == 0) return;
             if (help()) continue;
-            state_.wait(s, std::memory_order_acquire);
+            emptied_.await([&] { return state_.load(std::memory_order_acquire) != s; });
         }
     }
     [[nodiscard]] bool is_closed() const noexcept { return state_.load(std::memory_order_acquire) & closed_bit; }
 
 private:
     static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
-    std::atomic<std::uint64_t> state_{0};
+    std::atomic<std::uint64_t> state_{0};  // submitters inside, plus closed_bit
+    EventCount emptied_;                   // the last submitter left a closed gate
 };
 
 /// Workers to start: the argument, else Options::workers, else one per

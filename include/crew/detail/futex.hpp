@@ -17,6 +17,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <crew/detail/deadline.hpp>
+
 namespace crew::detail {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
@@ -28,15 +30,11 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t),
 inline bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, bool shared = false,
                        const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
     int op = shared ? FUTEX_WAIT_BITSET : (FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG);
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time.
     timespec ts{};
     timespec* tsp = nullptr;
     if (deadline != nullptr) {
-        // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, which is
-        // what steady_clock reads on Linux.
-        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline->time_since_epoch()).count();
-        if (ns < 0) ns = 0;
-        ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-        ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+        ts = to_timespec(*deadline);
         tsp = &ts;
     }
     long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, expected, tsp, nullptr,

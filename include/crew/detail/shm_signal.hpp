@@ -12,7 +12,8 @@
 //   sync::Semaphore  SemaphoreSignal   an ipc::Semaphore the       a fence and a load
 //                                      notifier posts
 //
-// Every signal has the event-count interface wait_for_peer() uses:
+// Every signal models shared_signal (below): the event-count interface that
+// detail::await() and wait_for_peer() use,
 //   key = prepare_wait()   announce a waiter; re-check the condition after it
 //   cancel_wait()          the condition held after all
 //   wait(key, deadline)    sleep unless notified since prepare_wait(); false on timeout
@@ -32,6 +33,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -43,6 +45,17 @@
 #include <crew/ipc/semaphore.hpp>
 
 namespace crew::detail {
+
+/// The process-shared form of a Sync policy: a wait_signal that lives in
+/// memory several processes map (no pointers, no per-process state), names
+/// the channel kind it makes (`channel_name`, the handle prefix a spawned
+/// worker recognises) and a `tag` that keeps one kind's mapping from being
+/// imported as another's.
+template <class S>
+concept shared_signal = wait_signal<S> && std::default_initializable<S> && requires {
+    { S::channel_name } -> std::convertible_to<std::string_view>;
+    { S::tag } -> std::convertible_to<std::uint64_t>;
+};
 
 /// sync::LockFree's form: a futex event count (no lock anywhere).
 struct FutexSignal : EventCount {
@@ -68,13 +81,13 @@ public:
     static constexpr std::string_view channel_name = "shm-mutex";
     static constexpr std::uint64_t tag = 2;
 
-    std::uint32_t prepare_wait() noexcept {
+    WaitKey prepare_wait() noexcept {
         waiters_.fetch_add(1, std::memory_order_seq_cst);
-        return epoch_.load(std::memory_order_seq_cst);
+        return WaitKey{epoch_.load(std::memory_order_seq_cst)};
     }
     void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
-    bool wait(std::uint32_t key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
-        const bool woke = sleep(key, deadline);
+    bool wait(WaitKey key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
+        const bool woke = sleep(key.epoch, deadline);
         waiters_.fetch_sub(1, std::memory_order_seq_cst);
         return woke;
     }
@@ -182,15 +195,15 @@ public:
     static constexpr std::string_view channel_name = "shm-semaphore";
     static constexpr std::uint64_t tag = 3;
 
-    std::uint32_t prepare_wait() noexcept {
+    WaitKey prepare_wait() noexcept {
         waiters_.fetch_add(1, std::memory_order_seq_cst);
-        return 0;
+        return {};
     }
     void cancel_wait() noexcept {
         waiters_.fetch_sub(1, std::memory_order_seq_cst);
         drain();
     }
-    bool wait(std::uint32_t, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
+    bool wait(WaitKey, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
         bool woke = true;
         if (deadline == nullptr) {
             wake_.acquire();
@@ -217,5 +230,7 @@ private:
     ipc::Semaphore wake_{0};
     std::atomic<std::uint32_t> waiters_{0};
 };
+
+static_assert(shared_signal<FutexSignal> && shared_signal<MonitorSignal> && shared_signal<SemaphoreSignal>);
 
 }  // namespace crew::detail

@@ -69,7 +69,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <crew/detail/deadline.hpp>
 #include <crew/detail/futex.hpp>
+#include <crew/detail/sanitizers.hpp>
 #include <crew/errors.hpp>
 
 namespace crew::detail {
@@ -252,44 +254,6 @@ private:
 
 namespace crew::detail {
 
-/// `deadline` on any clock as a steady_clock deadline; nullopt when it is so
-/// far away (over ~95 years) that it means "never". The distance is first
-/// measured in double seconds so that time_point::max() or a coarse duration
-/// cannot overflow the nanosecond arithmetic.
-template <class Clock, class Duration>
-std::optional<std::chrono::steady_clock::time_point> mutex_steady_deadline(
-    const std::chrono::time_point<Clock, Duration>& deadline) {
-    using namespace std::chrono;
-    const auto now = Clock::now();
-    const double remaining_s =
-        duration<double>(deadline.time_since_epoch()).count() - duration<double>(now.time_since_epoch()).count();
-    if (remaining_s <= 0) return steady_clock::now();
-    if (remaining_s > 3.0e9) return std::nullopt;
-    if constexpr (std::is_same_v<Clock, steady_clock>) {
-        return ceil<steady_clock::duration>(deadline);
-    } else {
-        return steady_clock::now() + ceil<steady_clock::duration>(deadline - now);
-    }
-}
-
-template <class Rep, class Period>
-std::optional<std::chrono::steady_clock::time_point> mutex_steady_deadline(
-    const std::chrono::duration<Rep, Period>& timeout) {
-    using namespace std::chrono;
-    const double timeout_s = duration<double>(timeout).count();
-    if (timeout_s <= 0) return steady_clock::now();
-    if (timeout_s > 3.0e9) return std::nullopt;
-    return steady_clock::now() + ceil<steady_clock::duration>(timeout);
-}
-
-inline timespec mutex_to_timespec(std::chrono::nanoseconds since_epoch) noexcept {
-    if (since_epoch.count() < 0) since_epoch = std::chrono::nanoseconds(0);
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(since_epoch.count() / 1'000'000'000);
-    ts.tv_nsec = static_cast<long>(since_epoch.count() % 1'000'000'000);
-    return ts;
-}
-
 [[noreturn]] inline void mutex_fail(const char* operation, int rc) {
     if (rc == EDEADLK)
         throw Error(std::string("crew::ipc::Mutex::") + operation +
@@ -307,17 +271,7 @@ inline timespec mutex_to_timespec(std::chrono::nanoseconds since_epoch) noexcept
 
 // Under ThreadSanitizer use pthread_mutex_timedlock: GCC 12's and LLVM 14's
 // TSan do not intercept pthread_mutex_clocklock and would miss the acquisition.
-#if defined(__SANITIZE_THREAD__)
-inline constexpr bool mutex_use_clocklock = false;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-inline constexpr bool mutex_use_clocklock = false;
-#else
-inline constexpr bool mutex_use_clocklock = true;
-#endif
-#else
-inline constexpr bool mutex_use_clocklock = true;
-#endif
+inline constexpr bool mutex_use_clocklock = !under_tsan;
 
 /// One timed lock attempt with an absolute steady deadline.
 inline int mutex_lock_until(pthread_mutex_t* m, const std::chrono::steady_clock::time_point& deadline) noexcept {
@@ -325,7 +279,7 @@ inline int mutex_lock_until(pthread_mutex_t* m, const std::chrono::steady_clock:
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 30))
     if constexpr (mutex_use_clocklock) {
         // steady_clock is CLOCK_MONOTONIC on Linux: immune to wall-clock jumps.
-        const timespec ts = mutex_to_timespec(duration_cast<nanoseconds>(deadline.time_since_epoch()));
+        const timespec ts = to_timespec(deadline);
         return ::pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
     }
 #endif
@@ -335,7 +289,7 @@ inline int mutex_lock_until(pthread_mutex_t* m, const std::chrono::steady_clock:
         const auto remaining = deadline - steady_clock::now();
         const auto real = system_clock::now().time_since_epoch() +
                           duration_cast<nanoseconds>(remaining > remaining.zero() ? remaining : remaining.zero());
-        const timespec ts = mutex_to_timespec(duration_cast<nanoseconds>(real));
+        const timespec ts = to_timespec(duration_cast<nanoseconds>(real));
         const int rc = ::pthread_mutex_timedlock(m, &ts);
         if (rc != ETIMEDOUT || steady_clock::now() >= deadline) return rc;
     }
@@ -434,7 +388,7 @@ inline bool Mutex::timed_lock(const std::chrono::steady_clock::time_point& deadl
 
 template <class Rep, class Period>
 bool Mutex::try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    const auto deadline = detail::mutex_steady_deadline(timeout);
+    const auto deadline = detail::steady_deadline_after(timeout);
     if (!deadline) {
         lock();
         return true;
@@ -447,7 +401,7 @@ bool Mutex::try_lock_until(const std::chrono::time_point<Clock, Duration>& deadl
     // For a clock other than steady_clock, wait on the steady clock and
     // re-check the caller's clock, as std::timed_mutex does.
     for (;;) {
-        const auto steady = detail::mutex_steady_deadline(deadline);
+        const auto steady = detail::steady_deadline(deadline);
         if (!steady) {
             lock();
             return true;
@@ -534,7 +488,7 @@ void ConditionVariable::wait(std::unique_lock<Mutex>& lock, Predicate pred) {
 template <class Clock, class Duration>
 std::cv_status ConditionVariable::wait_until(std::unique_lock<Mutex>& lock,
                                              const std::chrono::time_point<Clock, Duration>& deadline) {
-    const auto steady = detail::mutex_steady_deadline(deadline);
+    const auto steady = detail::steady_deadline(deadline);
     wait_steady(lock, steady ? &*steady : nullptr);
     return Clock::now() >= deadline ? std::cv_status::timeout : std::cv_status::no_timeout;
 }
@@ -551,7 +505,7 @@ bool ConditionVariable::wait_until(std::unique_lock<Mutex>& lock,
 template <class Rep, class Period>
 std::cv_status ConditionVariable::wait_for(std::unique_lock<Mutex>& lock,
                                            const std::chrono::duration<Rep, Period>& timeout) {
-    const auto steady = detail::mutex_steady_deadline(timeout);
+    const auto steady = detail::steady_deadline_after(timeout);
     if (!steady) {
         wait_steady(lock, nullptr);
         return std::cv_status::no_timeout;
@@ -562,7 +516,7 @@ std::cv_status ConditionVariable::wait_for(std::unique_lock<Mutex>& lock,
 template <class Rep, class Period, class Predicate>
 bool ConditionVariable::wait_for(std::unique_lock<Mutex>& lock, const std::chrono::duration<Rep, Period>& timeout,
                                  Predicate pred) {
-    const auto steady = detail::mutex_steady_deadline(timeout);
+    const auto steady = detail::steady_deadline_after(timeout);
     if (!steady) {
         wait(lock, pred);
         return true;

@@ -42,6 +42,7 @@
 #include <cstdint>
 #include <string>
 
+#include <crew/detail/deadline.hpp>
 #include <crew/detail/futex.hpp>
 #include <crew/errors.hpp>
 
@@ -156,34 +157,29 @@ inline bool Semaphore::acquire_slow(const std::chrono::steady_clock::time_point*
 
 template <class Rep, class Period>
 bool Semaphore::try_acquire_for(const std::chrono::duration<Rep, Period>& timeout) {
-    using namespace std::chrono;
     if (try_acquire()) return true;
-    const double timeout_s = duration<double>(timeout).count();
-    if (timeout_s <= 0) return false;
-    if (timeout_s > 3.0e9) {  // ~95 years: as good as forever, and no overflow
+    if (timeout <= timeout.zero()) return false;
+    const auto deadline = detail::steady_deadline_after(timeout);
+    if (!deadline) {
         acquire_slow(nullptr);
         return true;
     }
-    const auto deadline = steady_clock::now() + ceil<steady_clock::duration>(timeout);
-    return acquire_slow(&deadline);
+    return acquire_slow(&*deadline);
 }
 
 template <class Clock, class Duration>
 bool Semaphore::try_acquire_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-    using namespace std::chrono;
     // For clocks other than steady_clock, re-check the caller's clock after
     // each steady-clock timeout, as std::timed_mutex does.
     for (;;) {
         if (try_acquire()) return true;
-        const auto now = Clock::now();
-        const double remaining_s = duration<double>(deadline.time_since_epoch()).count() -
-                                   duration<double>(now.time_since_epoch()).count();
-        if (remaining_s <= 0) return false;
-        if (remaining_s > 3.0e9) {  // as good as forever, and no overflow
+        const auto steady = detail::steady_deadline(deadline);
+        if (!steady) {
             acquire_slow(nullptr);
             return true;
         }
-        if (try_acquire_for(ceil<steady_clock::duration>(deadline - now))) return true;
+        if (Clock::now() >= deadline) return false;
+        if (acquire_slow(&*steady)) return true;
     }
 }
 

@@ -12,6 +12,7 @@
 
 #include <crew/detail/shm_signal.hpp>
 #include <crew/lock_free_queue.hpp>
+#include <crew/sync/policy.hpp>
 
 namespace crew::sync {
 
@@ -26,5 +27,7 @@ struct LockFree {
     /// ring per direction, a blocked side asleep on a futex event count.
     using shared_signal = detail::FutexSignal;
 };
+
+static_assert(policy<LockFree> && detail::shared_signal<LockFree::shared_signal>);
 
 }  // namespace crew::sync

@@ -17,6 +17,7 @@
 
 #include <crew/detail/ring.hpp>
 #include <crew/detail/shm_signal.hpp>
+#include <crew/sync/policy.hpp>
 
 namespace crew::sync {
 
@@ -96,5 +97,7 @@ struct Mutex {
         bool closed_ = false;
     };
 };
+
+static_assert(policy<Mutex> && detail::shared_signal<Mutex::shared_signal>);
 
 }  // namespace crew::sync

@@ -8,8 +8,9 @@
 //   close()                                        wakes every blocked caller
 // a `name` for reports. crew's policies also name `shared_signal`, their
 // process-shared form: how a process sleeps until another changed memory they
-// share (crew::ipc::SharedMemory's rings; crew/detail/shm_signal.hpp). A
-// policy without one gets the lock-free form there.
+// share (crew::ipc::SharedMemory's rings). Each policy's header checks it
+// against the detail::shared_signal concept of crew/detail/shm_signal.hpp. A
+// policy without one gets the lock-free form.
 #pragma once
 
 #include <concepts>

@@ -22,6 +22,7 @@
 #include <crew/detail/ring.hpp>
 #include <crew/detail/shm_signal.hpp>
 #include <crew/ipc/semaphore.hpp>
+#include <crew/sync/policy.hpp>
 
 namespace crew::sync {
 
@@ -108,5 +109,7 @@ struct Semaphore {
         std::atomic<bool> closed_{false};
     };
 };
+
+static_assert(policy<Semaphore> && detail::shared_signal<Semaphore::shared_signal>);
 
 }  // namespace crew::sync
