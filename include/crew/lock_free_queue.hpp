@@ -7,9 +7,9 @@
 // When: many threads (or processes, for trivially copyable T) hand items to
 // many others and the capacity can be fixed up front.
 // Cost: capacity rounded up to a power of two, one cache line per slot; on par
-// with moodycamel's queue (about 20 ns per item) while the ring is not full, but
-// 5-9x slower when producers keep it full and both sides fight over the same
-// slot (docs/benchmarks.md).
+// with moodycamel's queue while the ring is not full, several times slower
+// when producers keep it full and both sides fight over the same slot
+// (figures in docs/benchmarks.md).
 // Guarantees: each pushed item is popped exactly once; items from one
 // producer are popped in the order pushed; not linearizable across producers
 // (as moodycamel's queue, it promises no global FIFO); try_push may fail while

@@ -107,9 +107,6 @@ struct MpiJob : Job {
     std::atomic<std::uint32_t> phase{queued};
     std::atomic<std::uint32_t> answer{none};
 
-    void run() noexcept override {
-        fail(std::make_exception_ptr(Error("crew: internal error: an MPI task was run on rank 0")));
-    }
     /// queued -> shipped; false when cancel() came first.
     bool ship() noexcept {
         std::uint32_t expected = queued;

@@ -84,7 +84,7 @@ enum class Shutdown {
 /// How a ProcessExecutor starts its worker processes (Python's
 /// multiprocessing contexts). See docs/design.md for what each costs.
 enum class Start {
-    /// fork() the caller: the cheapest start (~0.1-1 ms), and the worker
+    /// fork() the caller: the cheapest start (docs/benchmarks.md), and the worker
     /// sees the caller's memory as it was; unsafe when the caller runs other
     /// threads (a lock one of them held stays locked in the child).
     fork,

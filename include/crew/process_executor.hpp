@@ -136,9 +136,6 @@ public:
     /// Drops the dispatcher's reference (the task was cancelled and is done).
     virtual void release_job() noexcept = 0;
 
-    /// Never called: the dispatcher ships remote jobs, nothing runs them here.
-    void run() noexcept override {}
-
     /// The dispatcher ships the job as task `seq` under `control` (already
     /// armed): false when it was cancelled while held (drop it then).
     bool ship(ControlBlock* control, std::uint64_t seq) noexcept {

@@ -73,7 +73,7 @@ bool invoke_and_publish(SharedState<R>& state, std::optional<Call>& call) noexce
 /// workers that waits for it first (run_here; the queue's reference is then
 /// dropped when the queue hands it out).
 template <class R, class F, class... Args>
-class ThreadTask final : public SharedState<R>, public Job {
+class ThreadTask final : public SharedState<R>, public RunnableJob {
 public:
     template <class Fn, class... As>
     explicit ThreadTask(TaskCounters& counters, const WaitHelper& owner, Fn&& f, As&&... args)
@@ -116,10 +116,10 @@ private:
 
 /// A post()ed task: no future; an exception goes to the executor's reporter.
 template <class Core, class F, class... Args>
-class PostedTask final : public Job {
+class ThreadPost final : public RunnableJob {
 public:
     template <class Fn, class... As>
-    explicit PostedTask(Core& core, Fn&& f, As&&... args)
+    explicit ThreadPost(Core& core, Fn&& f, As&&... args)
         : core_(core), call_(std::forward<Fn>(f), std::forward<As>(args)...) {}
 
     void run() noexcept override {
@@ -160,7 +160,7 @@ public:
     /// with crew::InvalidArgument; options.initializer runs once at the start
     /// of each worker thread.
     explicit ThreadExecutor(std::size_t workers = 0, Options options = {})
-        : core_(check(options), queue_capacity) {
+        : core_(check(options), queue_capacity, &run_job) {
         const std::size_t n = detail::resolve_workers(workers, options);
         threads_.reserve(n);
         try {
@@ -206,7 +206,7 @@ public:
     /// Options::on_error, or to stderr when none was given; never lost.
     template <class F, class... Args>
     void post(F&& f, Args&&... args) {
-        using Task = detail::PostedTask<Core, std::decay_t<F>, std::decay_t<Args>...>;
+        using Task = detail::ThreadPost<Core, std::decay_t<F>, std::decay_t<Args>...>;
         auto* task = new Task(core_, std::forward<F>(f), std::forward<Args>(args)...);
         enqueue(task, [task] { delete task; });
     }
@@ -323,6 +323,9 @@ private:
         return o;
     }
 
+    // Every job this executor queues is a ThreadTask or a ThreadPost.
+    static void run_job(detail::Job* job) noexcept { static_cast<detail::RunnableJob*>(job)->run(); }
+
     // The core counts a job only once it is queued; a refused job is
     // discarded here without counting.
     template <class Discard>
@@ -346,7 +349,7 @@ private:
             }
         }
         detail::Job* job = nullptr;
-        while (core_.take(job)) job->run();
+        while (core_.take(job)) run_job(job);
         detail::current_wait_helper = nullptr;
     }
 

@@ -31,15 +31,26 @@
 
 namespace crew::detail {
 
-/// A queued unit of work. Exactly one of run() / abandon() is called, once.
+/// A queued unit of work, as the core sees it: all it ever does with one is
+/// hand it to a consumer, or abandon() it (shutdown, destruction). What a
+/// consumer does with it is the executor's: ThreadExecutor runs a
+/// RunnableJob, ProcessExecutor and MpiExecutor ship theirs to a worker.
 struct Job {
-    /// Runs the job (unless its future was cancelled), publishes, frees.
-    virtual void run() noexcept = 0;
     /// The job will never run: its future gets crew::Cancelled; frees.
     virtual void abandon() noexcept = 0;
 
 protected:
     ~Job() = default;
+};
+
+/// A job that runs on the thread that takes it (ThreadExecutor's tasks and
+/// posts). Exactly one of run() / abandon() is called, once.
+struct RunnableJob : Job {
+    /// Runs the job (unless its future was cancelled), publishes, frees.
+    virtual void run() noexcept = 0;
+
+protected:
+    ~RunnableJob() = default;
 };
 
 /// Set on every thread that belongs to a crew executor (a ThreadExecutor
@@ -281,8 +292,12 @@ class ExecutorCore final : public WaitHelper {
 public:
     using Queue = typename Sync::template queue<Job*>;
 
-    ExecutorCore(const Options& options, std::size_t queue_capacity)
-        : on_error_(options.on_error), max_pending_(options.max_pending), queue_(queue_capacity) {}
+    /// How a waiting worker runs a job it takes (see run_one()); null for
+    /// executors whose jobs run elsewhere (processes, MPI ranks).
+    using RunJob = void (*)(Job*) noexcept;
+
+    ExecutorCore(const Options& options, std::size_t queue_capacity, RunJob run_job = nullptr)
+        : on_error_(options.on_error), max_pending_(options.max_pending), run_job_(run_job), queue_(queue_capacity) {}
 
     ~ExecutorCore() {
         for (Job* job : overflow_) job->abandon();
@@ -339,11 +354,12 @@ public:
     }
     [[nodiscard]] bool is_closed() const noexcept { return gate_.is_closed(); }
 
-    /// WaitHelper: a worker blocked on a future runs a queued job instead.
+    /// WaitHelper: a worker blocked on a future runs a queued job instead
+    /// (only where jobs run here: a run_job was given).
     bool run_one() override {
         Job* job = nullptr;
-        if (!try_take(job)) return false;
-        job->run();
+        if (run_job_ == nullptr || !try_take(job)) return false;
+        run_job_(job);
         return true;
     }
 
@@ -400,6 +416,7 @@ private:
 
     std::function<void(std::exception_ptr)> on_error_;
     std::size_t max_pending_;
+    RunJob run_job_;
     SubmitGate gate_;
     TaskCounters counters_;
     Queue queue_;

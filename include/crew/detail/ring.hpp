@@ -7,6 +7,8 @@
 #include <optional>
 #include <utility>
 
+#include <crew/detail/assert.hpp>
+
 namespace crew::detail {
 
 template <class T>
@@ -20,11 +22,13 @@ public:
 
     /// Precondition: !full().
     void push(T&& item) {
+        CREW_DEBUG_ASSERT(!full(), "Ring::push on a full ring: the policy must check for room first");
         slots_[(head_ + size_) % capacity_].emplace(std::move(item));
         ++size_;
     }
     /// Precondition: !empty().
     T pop() {
+        CREW_DEBUG_ASSERT(!empty(), "Ring::pop on an empty ring: the policy must check for an item first");
         T item = std::move(*slots_[head_]);
         slots_[head_].reset();
         head_ = (head_ + 1) % capacity_;

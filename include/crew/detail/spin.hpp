@@ -2,7 +2,8 @@
 // before it sleeps.
 //
 // Why spin at all: on the machines crew targets a sleeping thread woken from
-// another CPU costs 30-40 us (futex wake + schedule), while a task hand-off
+// another CPU costs tens of microseconds (futex wake + schedule; ANCHORS.md
+// and docs/benchmarks.md have the figures), while a task hand-off
 // between two awake threads costs well under a microsecond. A short spin turns
 // the common "result arrives a few microseconds later" case into no sleep.
 // Why bounded: an idle executor must not burn a core. Why yield after a while:
@@ -18,7 +19,7 @@
 namespace crew::detail {
 
 /// How long a waiter polls before it goes to sleep: about the cost of one
-/// cross-CPU wake-up on the target VMs (30-40 us, ANCHORS.md), so a wait that
+/// cross-CPU wake-up on the target VMs, so a wait that
 /// would have been cheaper than sleeping never sleeps. Not yet tuned by a
 /// benchmark of its own (see docs/benchmarks.md).
 inline constexpr std::chrono::microseconds spin_budget{50};

@@ -14,8 +14,8 @@
 //
 // Cost: lock()/unlock() without contention are one atomic compare-exchange each
 // in user space, plus a few stores to the calling thread's robust list (the
-// kernel walks that list when the thread dies): about twice std::mutex
-// (~22 ns against ~11 ns per lock+unlock pair, g++ 12 -O2, glibc 2.36).
+// kernel walks that list when the thread dies): about twice std::mutex per
+// lock+unlock pair (figures in docs/benchmarks.md).
 // Contended, the waiter sleeps in the kernel (futex); it never spins.
 //
 // Underneath: pthread_mutex_t with PTHREAD_PROCESS_SHARED, PTHREAD_MUTEX_ROBUST

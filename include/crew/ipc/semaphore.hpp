@@ -24,9 +24,9 @@
 // of a semaphore, which has no owner.
 //
 // Why a futex counter and not sem_t (pshared=1): glibc's sem_t is also a futex
-// counter, but (1) our uncontended acquire+release pair measured ~5.5 ns
-// against ~9 ns for sem_wait+sem_post (g++ 12 -O2, AMD EPYC VM; ours is
-// inlined, sem_* are calls into libc with their own compare-exchange loops);
+// counter, but (1) our uncontended acquire+release pair is cheaper than
+// sem_wait+sem_post (ours is inlined, sem_* are calls into libc with their own
+// compare-exchange loops; figures in docs/benchmarks.md);
 // (2) release(n) is one atomic add and at most one wake-up system call, where
 // sem_post needs n calls; (3) acquire() spins briefly before sleeping, which
 // often covers a hand-off from a process on another core (sem_wait goes
