@@ -514,12 +514,7 @@ private:
             discard();
             throw ChannelError(error_message_);
         }
-        try {
-            core_.enqueue(job);
-        } catch (...) {
-            discard();
-            throw;
-        }
+        core_.enqueue(job, discard);
         if (sleeping_.load(std::memory_order_seq_cst)) detail::mpi_wake(wake_);
     }
 
@@ -552,22 +547,12 @@ private:
         }
         opened_ranks_ = asked;
         std::string errors;
-        std::vector<std::byte> in;
-        detail::MpiIdle idle;
-        for (std::size_t answers = 0; answers < asked;) {
-            int from = 0;
-            outbox_.progress();
-            if (!detail::mpi_try_receive(MPI_ANY_SOURCE, tag_, from, in)) {
-                idle.idle(wake_, wake_.load());
-                continue;
-            }
-            idle.busy();
-            Reader r(in);
-            if (static_cast<detail::MpiKind>(r.read_value<std::uint8_t>()) != detail::MpiKind::opened)
+        collect_answers(asked, [&](detail::MpiKind kind, Reader& r, int) {
+            if (kind != detail::MpiKind::opened)
                 throw ChannelError("crew: an unexpected MPI message while starting an MpiExecutor");
-            ++answers;
             if (r.read_value<std::uint8_t>() == 0) errors += r.read_value<std::string>() + "\n";
-        }
+            return true;
+        });
         if (!errors.empty()) {
             close_ranks(Shutdown::drain);
             errors.pop_back();
@@ -585,9 +570,21 @@ private:
             detail::mpi_end_message(out);
             outbox_.send(static_cast<int>(1 + r), detail::mpi_control_tag, std::move(out));
         }
+        collect_answers(opened_ranks_, [&](detail::MpiKind kind, Reader& r, int from) {
+            if (kind == detail::MpiKind::results) receive_results(r, from);  // late results still count
+            return kind == detail::MpiKind::closed;
+        });
+        while (!outbox_.empty()) outbox_.progress();
+        opened_ranks_ = 0;
+    }
+
+    // Receives on this executor's tag until `expected` messages were answers:
+    // `on(kind, reader, from)` handles each message and says whether it was one.
+    template <class OnMessage>
+    void collect_answers(std::size_t expected, OnMessage on) {
         std::vector<std::byte> in;
         detail::MpiIdle idle;
-        for (std::size_t answers = 0; answers < opened_ranks_;) {
+        for (std::size_t answers = 0; answers < expected;) {
             int from = 0;
             outbox_.progress();
             if (!detail::mpi_try_receive(MPI_ANY_SOURCE, tag_, from, in)) {
@@ -596,12 +593,8 @@ private:
             }
             idle.busy();
             Reader r(in);
-            const auto kind = static_cast<detail::MpiKind>(r.read_value<std::uint8_t>());
-            if (kind == detail::MpiKind::closed) ++answers;
-            else if (kind == detail::MpiKind::results) receive_results(r, from);
+            if (on(static_cast<detail::MpiKind>(r.read_value<std::uint8_t>()), r, from)) ++answers;
         }
-        while (!outbox_.empty()) outbox_.progress();
-        opened_ranks_ = 0;
     }
 
     // The communication thread: ships batches to idle slots, finishes tasks

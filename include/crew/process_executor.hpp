@@ -535,12 +535,7 @@ private:
 
     template <class Discard>
     void enqueue(detail::Job* job, Discard discard) {
-        try {
-            core_.enqueue(job);
-        } catch (...) {
-            discard();
-            throw;
-        }
+        core_.enqueue(job, discard);
         queued_.fetch_add(1, std::memory_order_relaxed);
     }
 

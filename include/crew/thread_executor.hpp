@@ -195,7 +195,7 @@ public:
         using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
         using Task = detail::ThreadTask<R, std::decay_t<F>, std::decay_t<Args>...>;
         auto* task = new Task(core_.counters(), core_, std::forward<F>(f), std::forward<Args>(args)...);
-        enqueue(task, [task] {
+        core_.enqueue(task, [task] {
             task->release();
             task->release();
         });
@@ -208,7 +208,7 @@ public:
     void post(F&& f, Args&&... args) {
         using Task = detail::ThreadPost<Core, std::decay_t<F>, std::decay_t<Args>...>;
         auto* task = new Task(core_, std::forward<F>(f), std::forward<Args>(args)...);
-        enqueue(task, [task] { delete task; });
+        core_.enqueue(task, [task] { delete task; });
     }
 
     /// `f` applied to every input, results in input order. Inputs are split
@@ -325,18 +325,6 @@ private:
 
     // Every job this executor queues is a ThreadTask or a ThreadPost.
     static void run_job(detail::Job* job) noexcept { static_cast<detail::RunnableJob*>(job)->run(); }
-
-    // The core counts a job only once it is queued; a refused job is
-    // discarded here without counting.
-    template <class Discard>
-    void enqueue(detail::Job* job, Discard discard) {
-        try {
-            core_.enqueue(job);
-        } catch (...) {
-            discard();
-            throw;
-        }
-    }
 
     void work(const Initializer& initializer) {
         detail::current_wait_helper = &core_;

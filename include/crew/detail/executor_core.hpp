@@ -331,6 +331,19 @@ public:
         gate_.leave();
     }
 
+    /// As enqueue(job), but a refused job is handed to `discard()` (which
+    /// frees it) before the exception goes on: the core counts a job only
+    /// once it is queued.
+    template <class Discard>
+    void enqueue(Job* job, Discard discard) {
+        try {
+            enqueue(job);
+        } catch (...) {
+            discard();
+            throw;
+        }
+    }
+
     /// Next job for a consumer; blocks; false once closed and drained. The
     /// overflow is looked at only when the ring is empty (its jobs are newer
     /// than the ring's); a consumer asleep on an empty ring is woken by the
