@@ -63,19 +63,32 @@ bool await(Signal& signal, Ready&& ready, const std::chrono::steady_clock::time_
     }
 }
 
-/// The notifier's half of a Dekker-style handshake: called after it changed
-/// the condition, reads how many waiters announced themselves. Its change
-/// must be visible before this read (StoreLoad). ThreadSanitizer does not
-/// model fences, so there the read becomes an RMW, which orders the same way
-/// through the waiter's RMW on the same counter (release sequence).
-inline std::uint32_t waiters_after_change(std::atomic<std::uint32_t>& waiters) noexcept {
-    if constexpr (under_tsan) {
-        return waiters.fetch_add(0, std::memory_order_seq_cst);
-    } else {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        return waiters.load(std::memory_order_relaxed);
+/// Waiters that announced themselves: both halves of the Dekker-style
+/// handshake every signal here uses. A waiter announces before it re-checks
+/// its condition and withdraws once it stops waiting; a notifier, after its
+/// change, asks whether anyone is announced and only then pays for a wake-up.
+/// Plain memory (one 32-bit counter): works between processes.
+class AnnouncedWaiters {
+public:
+    void announce() noexcept { count_.fetch_add(1, std::memory_order_seq_cst); }
+    void withdraw() noexcept { count_.fetch_sub(1, std::memory_order_seq_cst); }
+
+    /// The notifier's half: called after it changed the condition. Its change
+    /// must be visible before this read (StoreLoad). ThreadSanitizer does not
+    /// model fences, so there the read becomes an RMW, which orders the same
+    /// way through the waiter's RMW on the same counter (release sequence).
+    [[nodiscard]] bool any_after_change() noexcept {
+        if constexpr (under_tsan) {
+            return count_.fetch_add(0, std::memory_order_seq_cst) != 0;
+        } else {
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            return count_.load(std::memory_order_relaxed) != 0;
+        }
     }
-}
+
+private:
+    std::atomic<std::uint32_t> count_{0};
+};
 
 class EventCount {
 public:
@@ -90,10 +103,10 @@ public:
     /// Announces a waiter; returns the key to pass to wait(). Re-check the
     /// condition after this, then call wait() or cancel_wait().
     WaitKey prepare_wait() noexcept {
-        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        waiters_.announce();
         return WaitKey{epoch_.load(std::memory_order_seq_cst)};
     }
-    void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
+    void cancel_wait() noexcept { waiters_.withdraw(); }
 
     /// Sleeps unless notified since prepare_wait(); false when `deadline` passed.
     bool wait(WaitKey key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
@@ -104,7 +117,7 @@ public:
                 break;
             }
         }
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        waiters_.withdraw();
         return woke;
     }
 
@@ -113,13 +126,13 @@ public:
 
 private:
     void notify(int count) noexcept {
-        if (waiters_after_change(waiters_) == 0) return;  // the common, free case
+        if (!waiters_.any_after_change()) return;  // the common, free case
         epoch_.fetch_add(1, std::memory_order_seq_cst);
         futex_wake(epoch_, count, shared_);
     }
 
     std::atomic<std::uint32_t> epoch_{0};
-    std::atomic<std::uint32_t> waiters_{0};
+    AnnouncedWaiters waiters_;
     bool shared_;
 };
 

@@ -82,13 +82,13 @@ public:
     static constexpr std::uint64_t tag = 2;
 
     WaitKey prepare_wait() noexcept {
-        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        waiters_.announce();
         return WaitKey{epoch_.load(std::memory_order_seq_cst)};
     }
-    void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_seq_cst); }
+    void cancel_wait() noexcept { waiters_.withdraw(); }
     bool wait(WaitKey key, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
         const bool woke = sleep(key.epoch, deadline);
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        waiters_.withdraw();
         return woke;
     }
     void notify_one() noexcept { notify(); }
@@ -130,7 +130,7 @@ private:
     }
 
     void notify() noexcept {
-        if (waiters_after_change(waiters_) == 0) return;  // the common, free case
+        if (!waiters_.any_after_change()) return;  // the common, free case
         const auto patience = Clock::now() + notify_patience;
         Lock lock(*this, &patience);
         if (!lock.ok) return;
@@ -182,7 +182,7 @@ private:
     ipc::Mutex mutex_;
     ipc::ConditionVariable condition_;
     std::atomic<std::uint32_t> epoch_{0};    // bumped under mutex_
-    std::atomic<std::uint32_t> waiters_{0};  // announced waiters
+    AnnouncedWaiters waiters_;
 };
 
 /// sync::Semaphore's form: a waiter sleeps on a process-shared counting
@@ -196,11 +196,11 @@ public:
     static constexpr std::uint64_t tag = 3;
 
     WaitKey prepare_wait() noexcept {
-        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        waiters_.announce();
         return {};
     }
     void cancel_wait() noexcept {
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        waiters_.withdraw();
         drain();
     }
     bool wait(WaitKey, const std::chrono::steady_clock::time_point* deadline = nullptr) noexcept {
@@ -210,7 +210,7 @@ public:
         } else {
             woke = wake_.try_acquire_until(*deadline);
         }
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        waiters_.withdraw();
         drain();
         return woke;
     }
@@ -219,7 +219,7 @@ public:
 
 private:
     void notify() noexcept {
-        if (waiters_after_change(waiters_) == 0) return;  // the common, free case
+        if (!waiters_.any_after_change()) return;  // the common, free case
         if (wake_.value() == 0) wake_.release(1);  // one pending post is enough
     }
     void drain() noexcept {
@@ -228,7 +228,7 @@ private:
     }
 
     ipc::Semaphore wake_{0};
-    std::atomic<std::uint32_t> waiters_{0};
+    AnnouncedWaiters waiters_;
 };
 
 static_assert(shared_signal<FutexSignal> && shared_signal<MonitorSignal> && shared_signal<SemaphoreSignal>);
