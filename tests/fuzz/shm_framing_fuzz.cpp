@@ -68,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (map == MAP_FAILED) std::abort();
     auto* block = static_cast<ShmBlock*>(map);
     auto& ring = block->ring[1];  // written by side 1, read by ends.first
-    ring.copy_in(head, reinterpret_cast<const std::byte*>(data), size);
+    ring.copy_in(head, reinterpret_cast<const std::byte*>(data), size, head);
     ring.head.value.store(head, std::memory_order_relaxed);
     ring.tail.value.store(tail, std::memory_order_release);
     block->side[1].closed.store(1, std::memory_order_seq_cst);  // EOF after the bytes

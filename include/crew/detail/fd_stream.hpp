@@ -45,6 +45,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <crew/detail/endpoint_core.hpp>
 #include <crew/detail/fd_util.hpp>
 #include <crew/errors.hpp>
 
@@ -61,13 +62,13 @@ enum class FdKind : unsigned char {
 class FdStream {
 public:
     using Clock = std::chrono::steady_clock;
-    static constexpr std::size_t header_size = 8;
+    static constexpr std::size_t header_size = LengthHeader::size;
 
     FdStream() noexcept = default;
 
     /// Takes ownership of `read_fd` and `write_fd` (equal for a socket).
     FdStream(int read_fd, int write_fd, FdKind kind, std::size_t max_message) noexcept
-        : read_fd_(read_fd), write_fd_(write_fd), kind_(kind), max_message_(max_message) {}
+        : read_fd_(read_fd), write_fd_(write_fd), kind_(kind), limit_(max_message) {}
 
     FdStream(FdStream&& other) noexcept { swap(other); }
     FdStream& operator=(FdStream&& other) noexcept {
@@ -96,7 +97,7 @@ public:
     [[nodiscard]] int read_fd() const noexcept { return read_fd_; }
     [[nodiscard]] int write_fd() const noexcept { return write_fd_; }
     [[nodiscard]] bool is_open() const noexcept { return read_fd_ >= 0; }
-    [[nodiscard]] std::size_t max_message() const noexcept { return max_message_; }
+    [[nodiscard]] std::size_t max_message() const noexcept { return limit_.value(); }
     [[nodiscard]] FdKind kind() const noexcept { return kind_; }
 
     /// Close the fds; idempotent. A partly received message is dropped.
@@ -106,9 +107,8 @@ public:
         if (read_fd_ >= 0) ::close(read_fd_);
         if (write_fd_ >= 0 && write_fd_ != read_fd_) ::close(write_fd_);
         read_fd_ = write_fd_ = -1;
-        in_ = Incoming{};
-        receive_error_.clear();
-        send_error_.clear();
+        in_.reset();
+        errors_.clear();
     }
 
     /// Clear FD_CLOEXEC on the fds so they survive exec().
@@ -119,6 +119,7 @@ public:
     }
 
     [[nodiscard]] const char* name() const noexcept { return kind_ == FdKind::pipe ? "pipe" : "socket"; }
+    [[nodiscard]] ChannelWords words() const noexcept { return {name(), "a", "stream"}; }
 
     // -- helpers shared by the channels' import_handle() -------------------
 
@@ -133,55 +134,31 @@ public:
     }
 
 private:
-    // State of the message being received; survives a timed-out receive.
-    struct Incoming {
-        std::array<unsigned char, header_size> header{};
-        std::size_t header_got = 0;
-        bool in_body = false;             // header complete and checked
-        std::size_t length = 0;           // payload length, valid when in_body
-        std::size_t body_got = 0;         // payload bytes read so far
-        std::vector<std::byte> parked;    // payload so far while no call is running
-    };
-
     enum class ReadResult { data, eof, timeout };
 
     void swap(FdStream& o) noexcept {
         std::swap(read_fd_, o.read_fd_);
         std::swap(write_fd_, o.write_fd_);
         std::swap(kind_, o.kind_);
-        std::swap(max_message_, o.max_message_);
+        std::swap(limit_, o.limit_);
         std::swap(in_, o.in_);
-        std::swap(receive_error_, o.receive_error_);
-        std::swap(send_error_, o.send_error_);
+        errors_.swap(o.errors_);
     }
 
     void require_open(const char* action) const {
-        if (read_fd_ < 0)
-            throw ChannelError(std::string("crew: cannot ") + action + " on a closed " + name() +
-                               " endpoint; it was closed or moved from, use the endpoint that owns the channel");
+        if (read_fd_ < 0) throw ChannelError(closed_endpoint_text(name(), action));
     }
 
     bool receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline);
     ReadResult read_some(void* buf, std::size_t len, const Clock::time_point* deadline, std::size_t& got);
     bool wait_fd(int fd, short events, const Clock::time_point* deadline);
-    [[noreturn]] void fail_receive(std::string message) {
-        // A framing error leaves the stream at an unknown position: every
-        // later receive repeats the error instead of decoding garbage.
-        receive_error_ = message;
-        throw ChannelError(std::move(message));
-    }
-    [[noreturn]] void fail_send(std::string message) {
-        send_error_ = message;
-        throw ChannelError(std::move(message));
-    }
 
     int read_fd_ = -1;
     int write_fd_ = -1;
     FdKind kind_ = FdKind::pipe;
-    std::size_t max_message_ = 0;
-    Incoming in_;
-    std::string receive_error_;  // non-empty: the read side is unusable
-    std::string send_error_;     // non-empty: the write side is unusable
+    MessageLimit limit_;
+    PartialMessage in_;    // survives a timed-out receive
+    StickyErrors errors_;  // a framing error leaves the stream at an unknown position
 };
 
 // ---------------------------------------------------------------------------
@@ -195,7 +172,7 @@ private:
 /// mask is restored — unless one was already pending before we started, which
 /// belongs to someone else and is left alone.
 ///
-/// Cost: two rt_sigprocmask calls per send (about 1 us on a VM). sigpending()
+/// Cost: two rt_sigprocmask calls per send (docs/benchmarks.md). sigpending()
 /// is only needed when the caller had SIGPIPE blocked already: while it is
 /// unblocked in this thread, none can be pending for it.
 class SigpipeBlock {
@@ -235,16 +212,11 @@ private:
 
 inline void FdStream::send(std::span<const std::byte> payload) {
     require_open("send");
-    if (!send_error_.empty()) throw ChannelError(send_error_);
-    if (payload.size() > max_message_)
-        throw ChannelError("crew: cannot send a message of " + std::to_string(payload.size()) +
-                           " bytes on a " + name() + " channel whose limit is " + std::to_string(max_message_) +
-                           " bytes; raise Options::max_message_size (or the max_message given to pair() and "
-                           "import_handle()) on both ends, or send less at a time");
+    errors_.check_send();
+    limit_.check_send(words(), payload.size());
 
     std::array<unsigned char, header_size> header{};
-    auto length = static_cast<std::uint64_t>(payload.size());
-    for (std::size_t i = 0; i < header_size; ++i) header[i] = static_cast<unsigned char>(length >> (8 * i));
+    LengthHeader::encode(static_cast<std::uint64_t>(payload.size()), header.data());
 
     std::array<iovec, 2> iov{};
     iov[0] = {header.data(), header_size};
@@ -275,11 +247,8 @@ inline void FdStream::send(std::span<const std::byte> payload) {
                 continue;
             }
             if (guard && err == EPIPE) guard->consume();
-            if (err == EPIPE || err == ECONNRESET)
-                fail_send(std::string("crew: cannot send on the ") + name() +
-                          " channel: the peer closed its end (the other process exited or closed the "
-                          "channel); no further message can be sent on it");
-            fail_send(std::string("crew: writing to the ") + name() +
+            if (err == EPIPE || err == ECONNRESET) errors_.fail_send(peer_ended_on_send_text(name(), PeerEnd::eof));
+            errors_.fail_send(std::string("crew: writing to the ") + name() +
                       " channel failed: " + std::system_category().message(err));
         }
         // Advance past what the kernel took; a partial write leaves the rest.
@@ -297,73 +266,50 @@ inline void FdStream::send(std::span<const std::byte> payload) {
 
 inline bool FdStream::receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline) {
     require_open("receive");
-    if (!receive_error_.empty()) throw ChannelError(receive_error_);
+    errors_.check_receive();
 
-    if (in_.in_body) {
-        // Resume the message a timed-out call started.
-        out = std::move(in_.parked);
-        in_.parked = std::vector<std::byte>{};
-    }
+    in_.resume(out);
     while (!in_.in_body) {
         std::size_t got = 0;
-        auto r = read_some(in_.header.data() + in_.header_got, header_size - in_.header_got, deadline, got);
+        auto r = read_some(in_.header_end(), in_.header_missing(), deadline, got);
         if (r == ReadResult::timeout) {
             out.clear();
             return false;
         }
         if (r == ReadResult::eof) {
-            if (in_.header_got == 0)
-                fail_receive(std::string("crew: the peer closed the ") + name() +
-                             " channel (the other process exited or closed its end); no more messages "
-                             "will arrive");
-            fail_receive(std::string("crew: peer closed the channel in the middle of a message (") + name() +
-                         ": " + std::to_string(in_.header_got) +
-                         " of 8 header bytes arrived); the other process probably died while sending");
+            if (in_.at_boundary()) errors_.fail_receive(peer_ended_text(name(), PeerEnd::eof));
+            errors_.fail_receive(middle_of_message_text(name(), PeerEnd::eof, in_.header_got, false, 0));
         }
-        in_.header_got += got;
-        if (in_.header_got < header_size) continue;
+        if (!in_.add_header_bytes(got)) continue;
 
-        std::uint64_t length = 0;
-        for (std::size_t i = 0; i < header_size; ++i) length |= std::uint64_t{in_.header[i]} << (8 * i);
-        // Checked before anything is allocated: a corrupt or hostile header
-        // must not make us reserve terabytes.
-        if (length > max_message_)
-            fail_receive("crew: a " + std::string(name()) + " message claims " + std::to_string(length) +
-                         " bytes, more than this channel's limit of " + std::to_string(max_message_) +
-                         " bytes; the stream is corrupt, or the peer sends larger messages: raise "
-                         "Options::max_message_size (the max_message of pair()/import_handle())");
-        in_.in_body = true;
-        in_.length = static_cast<std::size_t>(length);
-        in_.body_got = 0;
-        out.clear();
-        // reserve() takes address space only; pages are touched as data
-        // arrives, so a header that lies (within the limit) costs no memory.
-        out.reserve(in_.length);
+        const std::uint64_t length = in_.header_length();
+        limit_.check_received(words(), length, errors_);
+        in_.start_body(static_cast<std::size_t>(length), out);
     }
 
-    // Grow the vector in steps ahead of the data, not all at once (see above).
+    // Grow the vector in steps ahead of the data, not all at once (see
+    // PartialMessage::start_body). A parked payload was cut back to what
+    // was read, so its size is the count so far.
     constexpr std::size_t min_step = std::size_t{1} << 20;
-    while (in_.body_got < in_.length) {
-        if (out.size() == in_.body_got) {
-            std::size_t step = std::max(min_step, in_.body_got);
-            out.resize(in_.body_got + std::min(step, in_.length - in_.body_got));
+    std::size_t body_got = out.size();
+    while (body_got < in_.length) {
+        if (out.size() == body_got) {
+            std::size_t step = std::max(min_step, body_got);
+            out.resize(body_got + std::min(step, in_.length - body_got));
         }
         std::size_t got = 0;
-        auto r = read_some(out.data() + in_.body_got, out.size() - in_.body_got, deadline, got);
+        auto r = read_some(out.data() + body_got, out.size() - body_got, deadline, got);
         if (r == ReadResult::timeout) {
-            out.resize(in_.body_got);
-            in_.parked = std::move(out);
-            out.clear();
+            out.resize(body_got);
+            in_.park(out);
             return false;
         }
         if (r == ReadResult::eof)
-            fail_receive(std::string("crew: peer closed the channel in the middle of a message (") + name() +
-                         ": " + std::to_string(in_.body_got) + " of " + std::to_string(in_.length) +
-                         " bytes arrived); the other process probably died while sending");
-        in_.body_got += got;
+            errors_.fail_receive(middle_of_message_text(name(), PeerEnd::eof, body_got, true, in_.length));
+        body_got += got;
     }
     out.resize(in_.length);
-    in_ = Incoming{};
+    in_.reset();
     return true;
 }
 
@@ -399,7 +345,7 @@ inline FdStream::ReadResult FdStream::read_some(void* buf, std::size_t len, cons
             continue;
         }
         if (err == ECONNRESET) return ReadResult::eof;  // socket peer died with unread data
-        fail_receive(std::string("crew: reading from the ") + name() +
+        errors_.fail_receive(std::string("crew: reading from the ") + name() +
                      " channel failed: " + std::system_category().message(err));
     }
 }

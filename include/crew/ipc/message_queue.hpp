@@ -48,7 +48,7 @@
 // there makes the other side's next call fail with ChannelError (the channel
 // is unusable: Boost's lock may be held for ever), and a timed receive gives
 // up at its deadline while a stopped (SIGSTOP) peer holds it. Cost: one
-// uncontended lock and unlock (~22 ns) per part.
+// uncontended lock and unlock per part (docs/benchmarks.md).
 //
 // Guarantees: messages arrive whole, in order, exactly once; any size up to
 // the pair's `max_message` (checked on both sides before anything is
@@ -89,7 +89,10 @@
 #include <boost/interprocess/permissions.hpp>
 
 #include <crew/detail/fd_util.hpp>
-#include <crew/detail/shm_ring.hpp>
+#include <crew/detail/byte_ring.hpp>
+#include <crew/detail/memory_endpoint.hpp>
+#include <crew/detail/peer_liveness.hpp>
+#include <crew/detail/shm_signal.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
 #include <crew/ipc/mutex.hpp>
@@ -109,10 +112,10 @@ inline constexpr std::size_t mq_slot_count = 64;
 
 /// Counters and wake-up words of one direction (parts sent by side d).
 struct MqDirection {
-    RingIndex sent;      // parts put into the queue; stored by the sender
-    RingIndex received;  // parts taken out; stored by the receiver
-    RingSignal data;     // the receiver sleeps here, the sender notifies
-    RingSignal space;    // the sender sleeps here, the receiver notifies
+    RingIndex sent;                      // parts put into the queue; stored by the sender
+    RingIndex received;                  // parts taken out; stored by the receiver
+    CacheLineSignal<FutexSignal> data;   // the receiver sleeps here, the sender notifies
+    CacheLineSignal<FutexSignal> space;  // the sender sleeps here, the receiver notifies
     // Held around every Boost call on this direction's queue. Boost's own
     // queue mutex is not robust: a process that dies inside it leaves it
     // locked for ever. This one is: the peer's next call learns of the death
@@ -134,12 +137,20 @@ struct MqControl {
 
 inline constexpr std::size_t mq_control_bytes = (sizeof(MqControl) + 4095) / 4096 * 4096;
 
+/// How MessageQueue names itself in errors.
+inline constexpr ChannelWords mq_words{"mq", "an", "queue"};
+
 }  // namespace crew::detail
 
 namespace crew::ipc {
 
 /// A channel of two Boost.Interprocess message queues. Models
 /// crew::ipc::channel.
+///
+/// Takes no Sync policy, unlike BasicSharedMemory: its waits are crew's own
+/// futex signals around Boost's try_send()/try_receive() (Boost's queue has
+/// its own mutex, which no policy replaces), so
+/// crew::ipc::with_sync_t<MessageQueue, S> is MessageQueue for every S.
 class MessageQueue {
     using Queue = boost::interprocess::message_queue;
 
@@ -206,7 +217,7 @@ public:
         /// in a forked child that does not exec. A child that will exec must
         /// not: it needs the names for export_handle().
         void bind_to_current_process() {
-            require_open("bind");
+            core_.require_open("bind");
             claim();
         }
 
@@ -227,56 +238,41 @@ public:
     private:
         friend class MessageQueue;
         using Clock = std::chrono::steady_clock;
-        static constexpr std::size_t header_size = 8;
+        static constexpr std::size_t header_size = detail::LengthHeader::size;
 
-        // State of the message being received; survives a timed-out receive.
-        struct Incoming {
-            bool in_body = false;           // first part taken, length checked
-            std::size_t length = 0;         // payload length, valid when in_body
-            std::vector<std::byte> parked;  // payload so far while no call is running
-        };
+        /// Attach to `control` (this endpoint's own mapping of it) as `side`.
+        void attach(detail::MqControl* control, int side, std::string base, std::size_t max_message) noexcept {
+            control_ = control;
+            base_name_ = std::move(base);
+            core_ = detail::MemoryEndpointCore<detail::mq_words>(control->side, side, max_message);
+        }
 
         void swap(Endpoint& o) noexcept {
             std::swap(out_queue_, o.out_queue_);
             std::swap(in_queue_, o.in_queue_);
             std::swap(control_, o.control_);
-            std::swap(side_, o.side_);
             std::swap(base_name_, o.base_name_);
-            std::swap(max_message_, o.max_message_);
-            std::swap(owner_, o.owner_);
+            core_.swap(o.core_);
             names_removed_.store(o.names_removed_.exchange(names_removed_.load(std::memory_order_relaxed),
                                                            std::memory_order_relaxed),
                                  std::memory_order_relaxed);
-            std::swap(incoming_, o.incoming_);
             std::swap(send_stage_, o.send_stage_);
             std::swap(receive_stage_, o.receive_stage_);
-            std::swap(receive_error_, o.receive_error_);
-            std::swap(send_error_, o.send_error_);
-            std::swap(send_watch_, o.send_watch_);
-            std::swap(receive_watch_, o.receive_watch_);
-            std::swap(next_send_check_, o.next_send_check_);
-        }
-
-        void require_open(const char* action) const {
-            if (control_ == nullptr)
-                throw ChannelError(std::string("crew: cannot ") + action +
-                                   " on a closed mq endpoint; it was closed or moved from, use the endpoint "
-                                   "that owns the channel");
         }
 
         void claim() {
-            control_->side[side_].pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_release);
-            owner_.claim();
-            if (!owner_.in_creator()) remove_names();  // this process and the creator both have them open
+            core_.link.claim();
+            // This process and the creator both have the names open.
+            if (!core_.link.owner().in_creator()) remove_names();
         }
         void claim_if_needed() {
-            if (owner_.needs_claim()) claim();
+            if (core_.link.owner().needs_claim()) claim();
         }
 
         /// Remove the three names; errors (already gone) do not matter.
         void remove_names() noexcept;
 
-        const detail::PeerSide& peer() const noexcept { return control_->side[1 - side_]; }
+        int side() const noexcept { return core_.link.side(); }
 
         bool receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline);
         /// Take one part into `buffer` (room for slot_bytes); its size, or
@@ -284,35 +280,23 @@ public:
         std::size_t receive_part(std::byte* buffer, const Clock::time_point* deadline, std::size_t got);
         void send_part(const std::byte* data, std::size_t size);
         template <class Op>
-        bool guarded(detail::MqDirection& dir, const Clock::time_point* deadline, bool sending, Op op);
-
-        [[noreturn]] void fail_receive(std::string message) {
-            // The position in the stream of parts is lost: every later
-            // receive repeats the error.
-            receive_error_ = message;
-            throw ChannelError(std::move(message));
-        }
-        [[noreturn]] void fail_send(std::string message) {
-            send_error_ = message;
-            throw ChannelError(std::move(message));
-        }
+        bool guarded(detail::MqDirection& dir, const Clock::time_point* deadline, detail::Direction direction,
+                     Op op);
+        /// Run `attempt` (a try_send or try_receive) until it succeeds, trying
+        /// again each time the peer moves `progress`; wait_for_peer() decides.
+        template <class Attempt>
+        detail::PeerWait retry_on_progress(detail::Direction direction, const detail::RingIndex& progress,
+                                           detail::CacheLineSignal<detail::FutexSignal>& signal,
+                                           const Clock::time_point* deadline, Attempt attempt);
 
         std::unique_ptr<Queue> out_queue_;  // parts this side sends
         std::unique_ptr<Queue> in_queue_;   // parts the peer sends
-        detail::MqControl* control_ = nullptr;
-        int side_ = 0;
-        std::string base_name_;  // "crew-mq-<pid>-<hex>"
-        std::size_t max_message_ = 0;
-        detail::SideOwner owner_;
+        detail::MqControl* control_ = nullptr;  // null: closed (and core_ detached)
+        std::string base_name_;                 // "crew-mq-<pid>-<hex>"
+        detail::MemoryEndpointCore<detail::mq_words> core_;
         std::atomic<bool> names_removed_{false};  // this object removed them (others may have)
-        Incoming incoming_;
         std::vector<std::byte> send_stage_;     // the first part: header and the payload's start
         std::vector<std::byte> receive_stage_;  // a part smaller than the room left in `out`
-        std::string receive_error_;             // non-empty: the read side is unusable
-        std::string send_error_;                // non-empty: the write side is unusable
-        detail::PeerWatch send_watch_;
-        detail::PeerWatch receive_watch_;
-        Clock::time_point next_send_check_{};  // a send looks at the peer's process after this
     };
 
     /// Make a connected pair: first is the parent's end, second the child's.
@@ -502,11 +486,8 @@ inline std::pair<MessageQueue::Endpoint, MessageQueue::Endpoint> MessageQueue::p
         Endpoint& e = side == 0 ? ends.first : ends.second;
         e.out_queue_ = std::move(queues[side][0]);
         e.in_queue_ = std::move(queues[side][1]);
-        e.control_ = std::launder(maps[side]);
-        e.side_ = side;
-        e.base_name_ = base;
-        e.max_message_ = max_message;
-        e.owner_.created();
+        e.attach(std::launder(maps[side]), side, base, max_message);
+        e.core_.link.owner().created();
     }
     return ends;
 }
@@ -525,34 +506,26 @@ inline void MessageQueue::Endpoint::remove_names() noexcept {
 
 inline void MessageQueue::Endpoint::close() noexcept {
     if (control_ == nullptr) return;
-    if (owner_.speaks_for_side()) {
-        control_->side[side_].closed.store(1, std::memory_order_seq_cst);
+    if (core_.link.mark_closed()) {
         // Wake a peer that waits for parts from us or for slots we would free.
-        control_->dir[side_].data.ec.notify_all();
-        control_->dir[1 - side_].space.ec.notify_all();
+        control_->dir[side()].data.signal.notify_all();
+        control_->dir[1 - side()].space.signal.notify_all();
     }
-    if (side_ == 0 && owner_.in_creator()) remove_names();
+    if (side() == 0 && core_.link.owner().in_creator()) remove_names();
     out_queue_.reset();
     in_queue_.reset();
     ::munmap(control_, detail::mq_control_bytes);
     control_ = nullptr;
-    side_ = 0;
     base_name_.clear();
-    owner_.reset();
+    core_.reset();
     names_removed_.store(false, std::memory_order_relaxed);
-    incoming_ = Incoming{};
     send_stage_ = {};
     receive_stage_ = {};
-    receive_error_.clear();
-    send_error_.clear();
-    send_watch_.reset();
-    receive_watch_.reset();
-    next_send_check_ = {};
 }
 
 template <class Op>
-bool MessageQueue::Endpoint::guarded(detail::MqDirection& dir, const Clock::time_point* deadline, bool sending,
-                                     Op op) {
+bool MessageQueue::Endpoint::guarded(detail::MqDirection& dir, const Clock::time_point* deadline,
+                                     detail::Direction direction, Op op) {
     ipc::Mutex& guard = dir.guard;
     try {
         if (deadline == nullptr) {
@@ -561,18 +534,14 @@ bool MessageQueue::Endpoint::guarded(detail::MqDirection& dir, const Clock::time
             return false;  // a stopped peer holds it: the caller's deadline decides
         }
     } catch (const Error& e) {  // unrecoverable: a death we reported before
-        std::string what = std::string("crew: the mq channel is unusable: ") + e.what();
-        if (sending) fail_send(std::move(what));
-        fail_receive(std::move(what));
+        core_.errors.fail(direction, std::string("crew: the mq channel is unusable: ") + e.what());
     }
     if (guard.previous_owner_died()) {
         guard.mark_consistent();
         guard.unlock();
-        std::string what =
-            "crew: the peer process died in the middle of an operation on the mq channel's queue (Boost's queue "
-            "lock may be held for ever); the channel cannot be used any more";
-        if (sending) fail_send(std::move(what));
-        fail_receive(std::move(what));
+        core_.errors.fail(direction,
+                          "crew: the peer process died in the middle of an operation on the mq channel's queue "
+                          "(Boost's queue lock may be held for ever); the channel cannot be used any more");
     }
     bool ok = false;
     try {
@@ -585,70 +554,49 @@ bool MessageQueue::Endpoint::guarded(detail::MqDirection& dir, const Clock::time
     return ok;
 }
 
+template <class Attempt>
+detail::PeerWait MessageQueue::Endpoint::retry_on_progress(detail::Direction direction,
+                                                           const detail::RingIndex& progress,
+                                                           detail::CacheLineSignal<detail::FutexSignal>& signal,
+                                                           const Clock::time_point* deadline, Attempt attempt) {
+    std::uint64_t seen = progress.value.load(std::memory_order_acquire);
+    if (attempt()) return detail::PeerWait::ready;
+    return core_.link.wait(
+        direction,
+        [&] {
+            const std::uint64_t now = progress.value.load(std::memory_order_acquire);
+            if (now == seen) return false;
+            seen = now;
+            return attempt();
+        },
+        signal.signal, deadline);
+}
+
 inline void MessageQueue::Endpoint::send_part(const std::byte* data, std::size_t size) {
-    auto& dir = control_->dir[side_];
-    std::uint64_t seen = dir.received.value.load(std::memory_order_acquire);
-    auto try_send = [&] {
-        return guarded(dir, nullptr, true, [&] {
+    auto& dir = control_->dir[side()];
+    // Full: try again each time the receiver takes a part.
+    core_.fail_send_if_ended(retry_on_progress(detail::Direction::send, dir.received, dir.space, nullptr, [&] {
+        return guarded(dir, nullptr, detail::Direction::send, [&] {
             try {
                 return out_queue_->try_send(data, size, 0);
             } catch (const boost::interprocess::interprocess_exception& e) {
-                fail_send(std::string("crew: sending on the mq channel failed: ") + e.what());
+                core_.errors.fail_send(std::string("crew: sending on the mq channel failed: ") + e.what());
             }
         });
-    };
-    if (!try_send()) {
-        // Full: try again each time the receiver takes a part.
-        auto r = detail::wait_for_peer(
-            [&] {
-                const std::uint64_t now = dir.received.value.load(std::memory_order_acquire);
-                if (now == seen) return false;
-                seen = now;
-                return try_send();
-            },
-            dir.space.ec, peer(), send_watch_, nullptr);
-        if (r == detail::PeerWait::peer_closed)
-            fail_send(
-                "crew: cannot send on the mq channel: the peer closed its end (the other process closed the "
-                "channel); no further message can be sent on it");
-        if (r == detail::PeerWait::peer_gone)
-            fail_send(
-                "crew: cannot send on the mq channel: the peer process is gone (it exited or was killed without "
-                "closing the channel); no further message can be sent on it");
-    }
+    }));
     dir.sent.value.store(dir.sent.value.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    dir.data.ec.notify_one();
+    dir.data.signal.notify_one();
 }
 
 inline void MessageQueue::Endpoint::send_bytes(std::span<const std::byte> payload) {
-    require_open("send");
-    if (!send_error_.empty()) throw ChannelError(send_error_);
-    if (payload.size() > max_message_)
-        throw ChannelError("crew: cannot send a message of " + std::to_string(payload.size()) +
-                           " bytes on an mq channel whose limit is " + std::to_string(max_message_) +
-                           " bytes; raise Options::max_message_size (or the max_message given to pair() and "
-                           "import_handle()) on both ends, or send less at a time");
+    core_.check_send(payload.size());
     claim_if_needed();
-    const detail::PeerSide& other = peer();
-    if (other.closed.load(std::memory_order_acquire) != 0)
-        fail_send(
-            "crew: cannot send on the mq channel: the peer closed its end (the other process closed the channel); "
-            "no further message can be sent on it");
-    // As in SharedMemory: ask the kernel about the peer at most once per
-    // check interval (a waiting send looks on its own).
-    if (const auto now = Clock::now(); now >= next_send_check_) {
-        next_send_check_ = now + detail::peer_check_interval;
-        if (send_watch_.gone(static_cast<pid_t>(other.pid.load(std::memory_order_acquire))))
-            fail_send(
-                "crew: cannot send on the mq channel: the peer process is gone (it exited or was killed without "
-                "closing the channel); no further message can be sent on it");
-    }
+    core_.check_peer_before_send();
 
     // First part: the length, then as much payload as fits; then full slots.
     const std::size_t first = std::min(payload.size(), slot_bytes - header_size);
     send_stage_.resize(header_size + first);
-    const auto length = static_cast<std::uint64_t>(payload.size());
-    for (std::size_t i = 0; i < header_size; ++i) send_stage_[i] = static_cast<std::byte>(length >> (8 * i));
+    detail::LengthHeader::encode(static_cast<std::uint64_t>(payload.size()), send_stage_.data());
     if (first > 0) std::memcpy(send_stage_.data() + header_size, payload.data(), first);
     send_part(send_stage_.data(), send_stage_.size());
     for (std::size_t off = first; off < payload.size(); off += slot_bytes)
@@ -657,48 +605,26 @@ inline void MessageQueue::Endpoint::send_bytes(std::span<const std::byte> payloa
 
 inline std::size_t MessageQueue::Endpoint::receive_part(std::byte* buffer, const Clock::time_point* deadline,
                                                         std::size_t got) {
-    auto& dir = control_->dir[1 - side_];
+    auto& dir = control_->dir[1 - side()];
     std::size_t size = 0;
-    std::uint64_t seen = dir.sent.value.load(std::memory_order_acquire);
-    auto try_receive = [&] {
+    // Empty: try again each time the sender puts a part in.
+    const auto r = retry_on_progress(detail::Direction::receive, dir.sent, dir.data, deadline, [&] {
         boost::interprocess::message_queue::size_type received = 0;
         unsigned int priority = 0;
-        const bool ok = guarded(dir, deadline, false, [&] {
+        const bool ok = guarded(dir, deadline, detail::Direction::receive, [&] {
             try {
                 return in_queue_->try_receive(buffer, slot_bytes, received, priority);
             } catch (const boost::interprocess::interprocess_exception& e) {
-                fail_receive(std::string("crew: receiving from the mq channel failed: ") + e.what());
+                core_.errors.fail_receive(std::string("crew: receiving from the mq channel failed: ") + e.what());
             }
         });
         if (ok) size = static_cast<std::size_t>(received);
         return ok;
-    };
-    if (!try_receive()) {
-        // Empty: try again each time the sender puts a part in.
-        auto r = detail::wait_for_peer(
-            [&] {
-                const std::uint64_t now = dir.sent.value.load(std::memory_order_acquire);
-                if (now == seen) return false;
-                seen = now;
-                return try_receive();
-            },
-            dir.data.ec, peer(), receive_watch_, deadline);
-        if (r == detail::PeerWait::timeout) return static_cast<std::size_t>(-1);
-        if (r != detail::PeerWait::ready) {
-            const bool closed = r == detail::PeerWait::peer_closed;
-            if (!incoming_.in_body)
-                fail_receive(closed ? std::string("crew: the peer closed the mq channel (the other process closed "
-                                                  "its end); no more messages will arrive")
-                                    : std::string("crew: the peer process is gone (it exited or was killed without "
-                                                  "closing the mq channel); no more messages will arrive"));
-            fail_receive(std::string(closed ? "crew: the peer closed the channel" : "crew: the peer process is gone") +
-                         " in the middle of a message (mq: " + std::to_string(got) + " of " +
-                         std::to_string(incoming_.length) + " bytes arrived); the other process probably died "
-                         "while sending");
-        }
-    }
+    });
+    if (r == detail::PeerWait::timeout) return static_cast<std::size_t>(-1);
+    if (r != detail::PeerWait::ready) core_.peer_ended_while_receiving(r, got);
     dir.received.value.store(dir.received.value.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    dir.space.ec.notify_one();
+    dir.space.signal.notify_one();
     // The sender has the names open (it put this part in): nobody needs them.
     if (!names_removed_.load(std::memory_order_relaxed)) remove_names();
     return size;
@@ -706,15 +632,13 @@ inline std::size_t MessageQueue::Endpoint::receive_part(std::byte* buffer, const
 
 inline bool MessageQueue::Endpoint::receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline) {
     constexpr std::size_t timed_out = static_cast<std::size_t>(-1);
-    require_open("receive");
-    if (!receive_error_.empty()) throw ChannelError(receive_error_);
+    core_.check_receive();
     claim_if_needed();
     if (receive_stage_.size() < slot_bytes) receive_stage_.resize(slot_bytes);
+    detail::PartialMessage& in = core_.incoming;
 
-    if (incoming_.in_body) {
-        // Resume the message a timed-out call started.
-        out = std::move(incoming_.parked);
-        incoming_.parked = std::vector<std::byte>{};
+    if (in.in_body) {
+        in.resume(out);
     } else {
         const std::size_t size = receive_part(receive_stage_.data(), deadline, 0);
         if (size == timed_out) {
@@ -722,32 +646,21 @@ inline bool MessageQueue::Endpoint::receive_impl(std::vector<std::byte>& out, co
             return false;
         }
         if (size < header_size)
-            fail_receive("crew: the mq channel delivered a first part of " + std::to_string(size) +
-                         " bytes, shorter than the 8-byte length; the queue is corrupt");
-        std::uint64_t length = 0;
-        for (std::size_t i = 0; i < header_size; ++i)
-            length |= std::uint64_t{static_cast<unsigned char>(receive_stage_[i])} << (8 * i);
-        // Checked before anything is allocated: a corrupt length must not
-        // make us reserve terabytes.
-        if (length > max_message_)
-            fail_receive("crew: an mq message claims " + std::to_string(length) +
-                         " bytes, more than this channel's limit of " + std::to_string(max_message_) +
-                         " bytes; the queue is corrupt, or the peer sends larger messages: raise "
-                         "Options::max_message_size (the max_message of pair()/import_handle())");
+            core_.errors.fail_receive("crew: the mq channel delivered a first part of " + std::to_string(size) +
+                                      " bytes, shorter than the 8-byte length; the queue is corrupt");
+        const std::uint64_t length = detail::LengthHeader::decode(receive_stage_.data());
+        core_.limit.check_received(detail::mq_words, length, core_.errors);
         if (size - header_size > length)
-            fail_receive("crew: the mq channel delivered a first part longer than its message; the queue is corrupt");
-        incoming_.in_body = true;
-        incoming_.length = static_cast<std::size_t>(length);
-        out.clear();
-        // reserve() takes address space only; pages are touched as parts arrive.
-        out.reserve(incoming_.length);
+            core_.errors.fail_receive(
+                "crew: the mq channel delivered a first part longer than its message; the queue is corrupt");
+        in.start_body(static_cast<std::size_t>(length), out);
         out.insert(out.end(), receive_stage_.begin() + header_size,
                    receive_stage_.begin() + static_cast<std::ptrdiff_t>(size));
     }
 
-    while (out.size() < incoming_.length) {
+    while (out.size() < in.length) {
         const std::size_t have = out.size();
-        const std::size_t left = incoming_.length - have;
+        const std::size_t left = in.length - have;
         std::size_t size;
         if (left >= slot_bytes) {
             // Room for any part: take it straight into `out`.
@@ -760,20 +673,19 @@ inline bool MessageQueue::Endpoint::receive_impl(std::vector<std::byte>& out, co
                 out.insert(out.end(), receive_stage_.begin(), receive_stage_.begin() + static_cast<std::ptrdiff_t>(size));
         }
         if (size == timed_out) {
-            incoming_.parked = std::move(out);
-            out.clear();
+            in.park(out);
             return false;
         }
         if (size == 0 || size > left)
-            fail_receive("crew: the mq channel delivered a part of " + std::to_string(size) + " bytes where " +
+            core_.errors.fail_receive("crew: the mq channel delivered a part of " + std::to_string(size) + " bytes where " +
                          std::to_string(left) + " bytes of the message were left; the queue is corrupt");
     }
-    incoming_ = Incoming{};
+    in.reset();
     return true;
 }
 
 inline std::string MessageQueue::Endpoint::export_handle() {
-    require_open("export");
+    core_.require_open("export");
     // The importer opens the queues by name: they must still be there.
     const int fd = detail::above_stdio(::shm_open(control_name(base_name_).c_str(), O_RDONLY | O_CLOEXEC, 0));
     if (fd < 0)
@@ -782,8 +694,8 @@ inline std::string MessageQueue::Endpoint::export_handle() {
             "bound in another process, or a message was received); call export_handle() in the child before "
             "anything else uses the channel, or use a channel with no names (SharedMemory, Pipe, Socket)");
     ::close(fd);
-    owner_.exported();
-    return std::string(name) + ":" + base_name_ + ":" + std::to_string(side_);
+    core_.link.owner().exported();
+    return std::string(name) + ":" + base_name_ + ":" + std::to_string(side());
 }
 
 inline MessageQueue::Endpoint MessageQueue::Endpoint::import_handle(std::string_view text,
@@ -840,10 +752,7 @@ inline MessageQueue::Endpoint MessageQueue::Endpoint::import_handle(std::string_
     }
 
     Endpoint e;
-    e.control_ = control_block;  // from here on `e` cleans up
-    e.side_ = side;
-    e.base_name_ = base;
-    e.max_message_ = max_message;
+    e.attach(control_block, side, base, max_message);  // from here on `e` cleans up
     try {
         e.out_queue_ = std::make_unique<Queue>(bip::open_only, queue_name(base, side).c_str());
         e.in_queue_ = std::make_unique<Queue>(bip::open_only, queue_name(base, 1 - side).c_str());

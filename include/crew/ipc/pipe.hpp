@@ -8,14 +8,15 @@
 //
 // What it costs: two pipe2() calls and four fds per pair. Each pipe's buffer
 // is raised to 1 MiB with F_SETPIPE_SZ when /proc/sys/fs/pipe-max-size allows
-// (64 KiB pipes move 1 MiB messages about 8x slower). A send is one writev()
+// (64 KiB pipes move 1 MiB messages several times slower: docs/benchmarks.md).
+// A send is one writev()
 // (header and payload together, no copy in user space) plus two
 // rt_sigprocmask() calls that block SIGPIPE in the calling thread around it,
 // so a dead reader gives crew::ChannelError instead of killing the process; a
 // receive is two read()s for a small message (one poll() more per read when
 // it has a deadline). A 64-byte round trip is dominated by the wake-up of the
-// sleeping peer (tens of microseconds across CPUs); the three syscalls more
-// than a bare write()+read() add about 2 us per message on a VM.
+// sleeping peer; the three syscalls more than a bare write()+read() add a
+// little per message (docs/benchmarks.md has the figures).
 //
 // Guarantees: messages arrive whole, in order, exactly once; any size up to
 // the pair's `max_message` (checked on both sides before anything is
@@ -35,6 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <crew/detail/fd_endpoint.hpp>
 #include <crew/detail/fd_stream.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
@@ -49,34 +51,12 @@ public:
 
     /// One end: reads one pipe, writes the other. Move-only; closes its fds
     /// when destroyed. Fds are close-on-exec until export_handle().
-    class Endpoint : public TypedEndpoint<Endpoint> {
+    /// send_bytes(), receive_bytes(), receive_bytes_until(), readable_fd()
+    /// (the read end) and close() (both fds) come from detail::FdEndpoint.
+    class Endpoint : public detail::FdEndpoint<Endpoint> {
     public:
         /// An empty (closed) endpoint.
         Endpoint() noexcept = default;
-
-        /// Send one whole message; blocks while the peer is slow.
-        /// crew::ChannelError if the peer closed its end or the message is
-        /// longer than max_message.
-        void send_bytes(std::span<const std::byte> bytes) { stream_.send(bytes); }
-
-        /// Receive one whole message into `out`; blocks. crew::ChannelError
-        /// when the peer closed its end or the framing is broken.
-        void receive_bytes(std::vector<std::byte>& out) { stream_.receive(out); }
-
-        /// As receive_bytes(), but returns false once `deadline` passed with no
-        /// complete message (`out` is then left empty); a part already read
-        /// stays in the endpoint and the next receive continues it. A deadline
-        /// in the past still takes a message that is already waiting.
-        bool receive_bytes_until(std::vector<std::byte>& out, std::chrono::steady_clock::time_point deadline) {
-            return stream_.receive_until(out, deadline);
-        }
-
-        /// The read end: polls readable when a message or EOF may be waiting;
-        /// -1 once closed.
-        [[nodiscard]] int readable_fd() const noexcept { return stream_.read_fd(); }
-
-        /// Close both fds; idempotent.
-        void close() noexcept { stream_.close(); }
 
         /// Clear FD_CLOEXEC on both fds so they survive exec(), and return
         /// "pipe:<read fd>,<write fd>" for import_handle(). Call it in the
@@ -113,14 +93,12 @@ public:
 
     private:
         friend class Pipe;
-        explicit Endpoint(detail::FdStream stream) noexcept : stream_(std::move(stream)) {}
+        explicit Endpoint(detail::FdStream stream) noexcept : FdEndpoint(std::move(stream)) {}
 
         static bool is_fifo(int fd) noexcept {
             struct stat st {};
             return ::fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
         }
-
-        detail::FdStream stream_;
     };
 
     /// Make a connected pair: first is the parent's end, second the child's.
@@ -145,7 +123,8 @@ public:
 
 private:
     // Bigger pipes mean fewer wake-ups per large message (64 KiB pipes move
-    // 1 MiB messages about 8x slower than 1 MiB pipes). The kernel refuses
+    // 1 MiB messages several times slower than 1 MiB pipes: docs/benchmarks.md).
+    // The kernel refuses
     // sizes above /proc/sys/fs/pipe-max-size for unprivileged users and may
     // refuse when the user's pipe quota is spent; then take the largest size
     // it grants, down to the default, which still works, only slower.

@@ -2,8 +2,8 @@
 // byte rings (one per direction) in one anonymous shared mapping.
 //
 // When to use: the fastest channel between a parent and a child it starts
-// itself, for small messages (a round trip between two awake processes costs
-// well under a microsecond: no syscall at all while the peer is awake) and
+// itself, for small messages (a round trip between two awake processes makes
+// no syscall at all; docs/benchmarks.md has the times) and
 // for large ones (bytes are copied into the ring and out again by the two
 // processes in parallel, no kernel copy). The default of
 // crew::ProcessExecutor.
@@ -60,7 +60,9 @@
 #include <unistd.h>
 
 #include <crew/detail/fd_util.hpp>
-#include <crew/detail/shm_ring.hpp>
+#include <crew/detail/byte_ring.hpp>
+#include <crew/detail/memory_endpoint.hpp>
+#include <crew/detail/peer_liveness.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
 #include <crew/options.hpp>
@@ -72,8 +74,12 @@ namespace crew::detail {
 /// a few hundred KiB) fits whole, so a sender rarely waits for the receiver;
 /// both rings together (2 MiB) stay in a desktop or server CPU's L2/L3, so the
 /// copy in and the copy out of a large message run at cache speed; larger
-/// rings measured no faster for 1-64 MiB messages and cost memory per worker.
+/// rings measured no faster for 1-64 MiB messages (docs/benchmarks.md) and
+/// cost memory per worker.
 inline constexpr std::size_t shm_ring_bytes = std::size_t{1} << 20;
+
+/// How SharedMemory names itself in errors.
+inline constexpr ChannelWords shm_words{"shm", "a", "stream"};
 
 /// The sender publishes its progress (and the receiver frees space) every
 /// this many bytes of a large message, so the peer starts copying before the
@@ -102,9 +108,10 @@ template <class Signal>
 inline constexpr std::size_t shm_block_bytes_for = (sizeof(BasicShmBlock<Signal>) + 4095) / 4096 * 4096;
 inline constexpr std::size_t shm_block_bytes = shm_block_bytes_for<FutexSignal>;
 
-static_assert(alignof(ShmBlock) == 64 && sizeof(PeerSide) == 64 && sizeof(RingIndex) == 64,
+static_assert(alignof(ShmBlock) == ring_line_bytes && sizeof(PeerSide) == ring_line_bytes &&
+                  sizeof(RingIndex) == ring_line_bytes,
               "each index and side must sit on its own cache line");
-static_assert(sizeof(ByteRing<shm_ring_bytes>) == 4 * 64 + shm_ring_bytes,
+static_assert(sizeof(ByteRing<shm_ring_bytes>) == 4 * ring_line_bytes + shm_ring_bytes,
               "a lock-free ring is four cache lines of control, then its bytes");
 
 }  // namespace crew::detail
@@ -190,7 +197,7 @@ public:
         /// in a forked child, so that the parent notices even a child that
         /// dies before using its end.
         void bind_to_current_process() {
-            require_open("bind");
+            core_.require_open("bind");
             claim();
         }
 
@@ -212,80 +219,35 @@ public:
     private:
         friend class BasicSharedMemory;
         using Clock = std::chrono::steady_clock;
-        static constexpr std::size_t header_size = 8;
+        using Ring = detail::ByteRing<detail::shm_ring_bytes, Signal>;
+        static constexpr std::size_t header_size = detail::LengthHeader::size;
 
         Endpoint(int fd, Block* block, int side, std::size_t max_message) noexcept
-            : fd_(fd), block_(block), side_(side), max_message_(max_message) {}
-
-        // State of the message being received; survives a timed-out receive.
-        struct Incoming {
-            std::array<unsigned char, header_size> header{};
-            std::size_t header_got = 0;
-            bool in_body = false;           // header complete and checked
-            std::size_t length = 0;         // payload length, valid when in_body
-            std::vector<std::byte> parked;  // payload so far while no call is running
-        };
+            : fd_(fd), block_(block), core_(block->side, side, max_message) {}
 
         void swap(Endpoint& o) noexcept {
             std::swap(fd_, o.fd_);
             std::swap(block_, o.block_);
-            std::swap(side_, o.side_);
-            std::swap(max_message_, o.max_message_);
-            std::swap(owner_, o.owner_);
-            std::swap(in_, o.in_);
-            std::swap(receive_error_, o.receive_error_);
-            std::swap(send_error_, o.send_error_);
-            std::swap(send_watch_, o.send_watch_);
-            std::swap(receive_watch_, o.receive_watch_);
-            std::swap(next_send_check_, o.next_send_check_);
+            core_.swap(o.core_);
         }
 
-        void require_open(const char* action) const {
-            if (block_ == nullptr)
-                throw ChannelError(std::string("crew: cannot ") + action +
-                                   " on a closed shm endpoint; it was closed or moved from, use the endpoint "
-                                   "that owns the channel");
-        }
-
-        void claim() {
-            block_->side[side_].pid.store(static_cast<std::int32_t>(::getpid()), std::memory_order_release);
-            owner_.claim();
-        }
+        void claim() { core_.link.claim(); }
         void claim_if_needed() {
-            if (owner_.needs_claim()) claim();
+            if (core_.link.owner().needs_claim()) claim();
         }
 
-        detail::ByteRing<detail::shm_ring_bytes, Signal>& out_ring() const noexcept { return block_->ring[side_]; }
-        detail::ByteRing<detail::shm_ring_bytes, Signal>& in_ring() const noexcept { return block_->ring[1 - side_]; }
-        const detail::PeerSide& peer() const noexcept { return block_->side[1 - side_]; }
+        int side() const noexcept { return core_.link.side(); }
+        Ring& out_ring() const noexcept { return block_->ring[side()]; }
+        Ring& in_ring() const noexcept { return block_->ring[1 - side()]; }
 
         bool receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline);
         std::uint64_t wait_readable(const Clock::time_point* deadline, std::size_t got);
         void consume(std::uint64_t n) noexcept;
-        void check_indices(std::uint64_t head, std::uint64_t tail, bool sending);
-
-        [[noreturn]] void fail_receive(std::string message) {
-            // The ring position is lost: every later receive repeats the error.
-            receive_error_ = message;
-            throw ChannelError(std::move(message));
-        }
-        [[noreturn]] void fail_send(std::string message) {
-            send_error_ = message;
-            throw ChannelError(std::move(message));
-        }
-        [[noreturn]] void peer_ended_while_receiving(detail::PeerWait why, std::size_t got);
+        void check_indices(std::uint64_t head, std::uint64_t tail, detail::Direction direction);
 
         int fd_ = -1;
-        Block* block_ = nullptr;
-        int side_ = 0;
-        std::size_t max_message_ = 0;
-        detail::SideOwner owner_;
-        Incoming in_;
-        std::string receive_error_;  // non-empty: the read side is unusable
-        std::string send_error_;     // non-empty: the write side is unusable
-        detail::PeerWatch send_watch_;
-        detail::PeerWatch receive_watch_;
-        Clock::time_point next_send_check_{};  // a send looks at the peer's process after this
+        Block* block_ = nullptr;  // null: closed (and core_ detached)
+        detail::MemoryEndpointCore<detail::shm_words> core_;
     };
 
     /// Make a connected pair: first is the parent's end, second the child's.
@@ -362,111 +324,75 @@ BasicSharedMemory<Sync>::pair(std::size_t max_message) {
     std::pair<Endpoint, Endpoint> ends{
         Endpoint(fd, block, 0, max_message),
         Endpoint(second_fd, std::launder(static_cast<Block*>(second_map)), 1, max_message)};
-    ends.first.owner_.created();
-    ends.second.owner_.created();
+    ends.first.core_.link.owner().created();
+    ends.second.core_.link.owner().created();
     return ends;
 }
 
 template <class Sync>
 void BasicSharedMemory<Sync>::Endpoint::close() noexcept {
     if (block_ == nullptr) return;
-    if (owner_.speaks_for_side()) {
-        block_->side[side_].closed.store(1, std::memory_order_seq_cst);
+    if (core_.link.mark_closed()) {
         // Wake a peer that waits for data from us or for space we would free.
-        out_ring().data.ec.notify_all();
-        in_ring().space.ec.notify_all();
+        out_ring().data.signal.notify_all();
+        in_ring().space.signal.notify_all();
     }
     ::munmap(block_, block_bytes);
     // close() is not retried on EINTR: on Linux the fd is gone either way.
     ::close(fd_);
     fd_ = -1;
     block_ = nullptr;
-    owner_.reset();
-    in_ = Incoming{};
-    receive_error_.clear();
-    send_error_.clear();
-    send_watch_.reset();
-    receive_watch_.reset();
-    next_send_check_ = {};
+    core_.reset();
 }
 
 template <class Sync>
-void BasicSharedMemory<Sync>::Endpoint::check_indices(std::uint64_t head, std::uint64_t tail, bool sending) {
+void BasicSharedMemory<Sync>::Endpoint::check_indices(std::uint64_t head, std::uint64_t tail,
+                                                      detail::Direction direction) {
     if (tail - head <= detail::shm_ring_bytes) return;  // also catches head > tail (unsigned wrap)
-    std::string what = "crew: the shm channel's ring is inconsistent (read position " + std::to_string(head) +
-                       ", write position " + std::to_string(tail) +
-                       "): something other than crew wrote to the shared memory; the channel cannot be used any "
-                       "more";
-    if (sending) fail_send(std::move(what));
-    fail_receive(std::move(what));
+    core_.errors.fail(direction, "crew: the shm channel's ring is inconsistent (read position " +
+                                     std::to_string(head) + ", write position " + std::to_string(tail) +
+                                     "): something other than crew wrote to the shared memory; the channel "
+                                     "cannot be used any more");
 }
 
 template <class Sync>
 void BasicSharedMemory<Sync>::Endpoint::send_bytes(std::span<const std::byte> payload) {
-    require_open("send");
-    if (!send_error_.empty()) throw ChannelError(send_error_);
-    if (payload.size() > max_message_)
-        throw ChannelError("crew: cannot send a message of " + std::to_string(payload.size()) +
-                           " bytes on a shm channel whose limit is " + std::to_string(max_message_) +
-                           " bytes; raise Options::max_message_size (or the max_message given to pair() and "
-                           "import_handle()) on both ends, or send less at a time");
+    core_.check_send(payload.size());
     claim_if_needed();
-
-    const detail::PeerSide& other = peer();
-    auto peer_closed = [] {
-        return std::string(
-            "crew: cannot send on the shm channel: the peer closed its end (the other process closed the "
-            "channel); no further message can be sent on it");
-    };
-    auto peer_gone = [] {
-        return std::string(
-            "crew: cannot send on the shm channel: the peer process is gone (it exited or was killed without "
-            "closing the channel); no further message can be sent on it");
-    };
-    if (other.closed.load(std::memory_order_acquire) != 0) fail_send(peer_closed());
-    // Death shows nowhere in the mapping, and asking the kernel costs a
-    // syscall: look at most once per check interval (a waiting send looks on
-    // its own).
-    if (const auto now = Clock::now(); now >= next_send_check_) {
-        next_send_check_ = now + detail::peer_check_interval;
-        if (send_watch_.gone(static_cast<pid_t>(other.pid.load(std::memory_order_acquire))))
-            fail_send(peer_gone());
-    }
+    core_.check_peer_before_send();
 
     std::array<std::byte, header_size> header{};
-    const auto length = static_cast<std::uint64_t>(payload.size());
-    for (std::size_t i = 0; i < header_size; ++i) header[i] = static_cast<std::byte>(length >> (8 * i));
+    detail::LengthHeader::encode(static_cast<std::uint64_t>(payload.size()), header.data());
 
     auto& ring = out_ring();
     std::uint64_t tail = ring.tail.value.load(std::memory_order_relaxed);  // ours alone
     std::uint64_t head = ring.head.value.load(std::memory_order_acquire);
-    check_indices(head, tail, true);
+    check_indices(head, tail, detail::Direction::send);
     std::uint64_t published = tail;
     auto publish = [&] {
         if (published == tail) return;
         ring.tail.value.store(tail, std::memory_order_release);
         published = tail;
-        ring.data.ec.notify_one();
+        ring.data.signal.notify_one();
     };
     auto put = [&](const std::byte* src, std::size_t n) {
         while (n > 0) {
             std::uint64_t free = detail::shm_ring_bytes - (tail - head);
             if (free == 0) {
                 publish();  // the reader may be waiting for exactly these bytes
-                auto r = detail::wait_for_peer(
+                core_.fail_send_if_ended(core_.link.wait(
+                    detail::Direction::send,
                     [&] {
                         head = ring.head.value.load(std::memory_order_acquire);
                         return tail - head != detail::shm_ring_bytes;
                     },
-                    ring.space.ec, other, send_watch_, nullptr);
-                if (r == detail::PeerWait::peer_closed) fail_send(peer_closed());
-                if (r == detail::PeerWait::peer_gone) fail_send(peer_gone());
-                check_indices(head, tail, true);
+                    ring.space.signal, nullptr));
+                check_indices(head, tail, detail::Direction::send);
                 continue;
             }
             const std::size_t k = static_cast<std::size_t>(
                 std::min<std::uint64_t>({n, free, detail::shm_publish_step - (tail - published)}));
-            ring.copy_in(tail, src, k);
+            ring.copy_in(tail, src, k, head);
             tail += k;
             src += k;
             n -= k;
@@ -478,20 +404,6 @@ void BasicSharedMemory<Sync>::Endpoint::send_bytes(std::span<const std::byte> pa
     publish();
 }
 
-template <class Sync>
-void BasicSharedMemory<Sync>::Endpoint::peer_ended_while_receiving(detail::PeerWait why, std::size_t got) {
-    const bool closed = why == detail::PeerWait::peer_closed;
-    if (!in_.in_body && in_.header_got == 0)
-        fail_receive(closed ? std::string("crew: the peer closed the shm channel (the other process closed its end); "
-                                          "no more messages will arrive")
-                            : std::string("crew: the peer process is gone (it exited or was killed without closing "
-                                          "the shm channel); no more messages will arrive"));
-    fail_receive(std::string(closed ? "crew: the peer closed the channel" : "crew: the peer process is gone") +
-                 " in the middle of a message (shm: " + std::to_string(got) + " of " +
-                 (in_.in_body ? std::to_string(in_.length) + " bytes" : std::string("8 header bytes")) +
-                 " arrived); the other process probably died while sending");
-}
-
 // Bytes waiting in the incoming ring, after waiting for some; 0 when the
 // deadline passed first.
 template <class Sync>
@@ -500,16 +412,17 @@ std::uint64_t BasicSharedMemory<Sync>::Endpoint::wait_readable(const Clock::time
     const std::uint64_t head = ring.head.value.load(std::memory_order_relaxed);  // ours alone
     std::uint64_t tail = ring.tail.value.load(std::memory_order_acquire);
     if (tail == head) {
-        auto r = detail::wait_for_peer(
+        auto r = core_.link.wait(
+            detail::Direction::receive,
             [&] {
                 tail = ring.tail.value.load(std::memory_order_acquire);
                 return tail != head;
             },
-            ring.data.ec, peer(), receive_watch_, deadline);
+            ring.data.signal, deadline);
         if (r == detail::PeerWait::timeout) return 0;
-        if (r != detail::PeerWait::ready) peer_ended_while_receiving(r, got);
+        if (r != detail::PeerWait::ready) core_.peer_ended_while_receiving(r, got);
     }
-    check_indices(head, tail, false);
+    check_indices(head, tail, detail::Direction::receive);
     return tail - head;
 }
 
@@ -518,83 +431,63 @@ template <class Sync>
 void BasicSharedMemory<Sync>::Endpoint::consume(std::uint64_t n) noexcept {
     auto& ring = in_ring();
     ring.head.value.store(ring.head.value.load(std::memory_order_relaxed) + n, std::memory_order_release);
-    ring.space.ec.notify_one();
+    ring.space.signal.notify_one();
 }
 
 template <class Sync>
 bool BasicSharedMemory<Sync>::Endpoint::receive_impl(std::vector<std::byte>& out, const Clock::time_point* deadline) {
-    require_open("receive");
-    if (!receive_error_.empty()) throw ChannelError(receive_error_);
+    core_.check_receive();
     claim_if_needed();
     auto& ring = in_ring();
+    detail::PartialMessage& in = core_.incoming;
 
-    if (in_.in_body) {
-        // Resume the message a timed-out call started.
-        out = std::move(in_.parked);
-        in_.parked = std::vector<std::byte>{};
-    }
-    while (!in_.in_body) {
-        const std::uint64_t avail = wait_readable(deadline, in_.header_got);
+    in.resume(out);
+    while (!in.in_body) {
+        const std::uint64_t avail = wait_readable(deadline, in.header_got);
         if (avail == 0) {
             out.clear();
             return false;
         }
-        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, header_size - in_.header_got));
-        ring.copy_out(ring.head.value.load(std::memory_order_relaxed),
-                      reinterpret_cast<std::byte*>(in_.header.data() + in_.header_got), n);
+        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, in.header_missing()));
+        const std::uint64_t head = ring.head.value.load(std::memory_order_relaxed);  // ours alone
+        ring.copy_out(head, in.header_end(), n, head + avail);
         consume(n);
-        in_.header_got += n;
-        if (in_.header_got < header_size) continue;
+        if (!in.add_header_bytes(n)) continue;
 
-        std::uint64_t length = 0;
-        for (std::size_t i = 0; i < header_size; ++i) length |= std::uint64_t{in_.header[i]} << (8 * i);
-        // Checked before anything is allocated: a corrupt header must not
-        // make us reserve terabytes.
-        if (length > max_message_)
-            fail_receive("crew: a shm message claims " + std::to_string(length) +
-                         " bytes, more than this channel's limit of " + std::to_string(max_message_) +
-                         " bytes; the stream is corrupt, or the peer sends larger messages: raise "
-                         "Options::max_message_size (the max_message of pair()/import_handle())");
-        in_.in_body = true;
-        in_.length = static_cast<std::size_t>(length);
-        out.clear();
-        // reserve() takes address space only; pages are touched as data is
-        // appended (and appending copies straight from the ring: no zeroing).
-        out.reserve(in_.length);
+        const std::uint64_t length = in.header_length();
+        core_.limit.check_received(detail::shm_words, length, core_.errors);
+        in.start_body(static_cast<std::size_t>(length), out);
     }
 
-    while (out.size() < in_.length) {
+    while (out.size() < in.length) {
         const std::uint64_t avail = wait_readable(deadline, out.size());
         if (avail == 0) {
-            in_.parked = std::move(out);
-            out.clear();
+            in.park(out);
             return false;
         }
-        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, in_.length - out.size()));
+        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, in.length - out.size()));
+        const std::uint64_t tail = ring.head.value.load(std::memory_order_relaxed) + avail;
         while (n > 0) {
-            // Free space in steps, so the writer refills while we copy.
+            // Free space in steps, so the writer refills while we copy
+            // (straight from the ring into `out`: no zeroing).
             const std::size_t k = std::min(n, detail::shm_publish_step);
-            const std::uint64_t head = ring.head.value.load(std::memory_order_relaxed);
-            const std::size_t at = static_cast<std::size_t>(head & (detail::shm_ring_bytes - 1));
-            const std::size_t first = std::min(k, detail::shm_ring_bytes - at);
-            out.insert(out.end(), ring.bytes + at, ring.bytes + at + first);
-            if (first < k) out.insert(out.end(), ring.bytes, ring.bytes + (k - first));
+            ring.append_out(ring.head.value.load(std::memory_order_relaxed), out, k, tail);
             consume(k);
             n -= k;
         }
     }
-    in_ = Incoming{};
+    in.reset();
     return true;
 }
 
 template <class Sync>
 std::string BasicSharedMemory<Sync>::Endpoint::export_handle() {
-    require_open("export");
+    core_.require_open("export");
     int flags = ::fcntl(fd_, F_GETFD);
     if (flags == -1 || ::fcntl(fd_, F_SETFD, flags & ~FD_CLOEXEC) == -1)
         BasicSharedMemory::fail_errno("cannot clear FD_CLOEXEC on a shm channel's memfd", errno);
-    owner_.exported();
-    return std::string(name) + ":" + std::to_string(fd_) + ":" + std::to_string(side_);
+    core_.link.owner().exported();
+    return std::string(name) + ":" + std::to_string(fd_) + ":" + std::to_string(side());
 }
 
 template <class Sync>

@@ -2,10 +2,9 @@
 // domain stream socket pair.
 //
 // When to use: between a parent and a child it starts itself, when messages
-// are large or many: with 4 MiB socket buffers a raw socketpair moved 1 MiB
-// messages about 4x faster than 1 MiB pipes on the project's reference VM
-// (12.4 vs 2.9 GB/s), it needs one fd per end instead of two, and a send costs
-// no signal-mask calls. No name in the file system, nothing to clean up after
+// are large or many: with 4 MiB socket buffers a raw socketpair moves 1 MiB
+// messages several times faster than 1 MiB pipes (docs/benchmarks.md), it
+// needs one fd per end instead of two, and a send costs no signal-mask calls. No name in the file system, nothing to clean up after
 // a crash. (Shared memory is faster still for very large messages.)
 //
 // What it costs: one socketpair() and two fds per pair; SO_SNDBUF/SO_RCVBUF
@@ -34,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <crew/detail/fd_endpoint.hpp>
 #include <crew/detail/fd_stream.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
@@ -48,35 +48,13 @@ public:
 
     /// One end: a connected stream socket. Move-only; closes its fd when
     /// destroyed. The fd is close-on-exec until export_handle().
-    class Endpoint : public TypedEndpoint<Endpoint> {
+    /// send_bytes(), receive_bytes(), receive_bytes_until(), readable_fd()
+    /// (the socket) and close() (a plain close, not shutdown()) come from
+    /// detail::FdEndpoint.
+    class Endpoint : public detail::FdEndpoint<Endpoint> {
     public:
         /// An empty (closed) endpoint.
         Endpoint() noexcept = default;
-
-        /// Send one whole message; blocks while the peer is slow.
-        /// crew::ChannelError if the peer closed its end or the message is
-        /// longer than max_message.
-        void send_bytes(std::span<const std::byte> bytes) { stream_.send(bytes); }
-
-        /// Receive one whole message into `out`; blocks. crew::ChannelError
-        /// when the peer closed its end or the framing is broken.
-        void receive_bytes(std::vector<std::byte>& out) { stream_.receive(out); }
-
-        /// As receive_bytes(), but returns false once `deadline` passed with no
-        /// complete message (`out` is then left empty); a part already read
-        /// stays in the endpoint and the next receive continues it. A deadline
-        /// in the past still takes a message that is already waiting.
-        bool receive_bytes_until(std::vector<std::byte>& out, std::chrono::steady_clock::time_point deadline) {
-            return stream_.receive_until(out, deadline);
-        }
-
-        /// The socket: polls readable when a message or EOF may be waiting;
-        /// -1 once closed.
-        [[nodiscard]] int readable_fd() const noexcept { return stream_.read_fd(); }
-
-        /// Close the socket; idempotent. (A plain close, not shutdown(): a
-        /// forked child may still hold the same socket and must keep it.)
-        void close() noexcept { stream_.close(); }
 
         /// Clear FD_CLOEXEC so the socket survives exec(), and return
         /// "socket:<fd>" for import_handle(). Call it in the child between
@@ -107,7 +85,7 @@ public:
 
     private:
         friend class Socket;
-        explicit Endpoint(detail::FdStream stream) noexcept : stream_(std::move(stream)) {}
+        explicit Endpoint(detail::FdStream stream) noexcept : FdEndpoint(std::move(stream)) {}
 
         static bool is_unix_stream(int fd) noexcept {
             struct stat st {};
@@ -118,8 +96,6 @@ public:
             len = sizeof value;
             return ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &value, &len) == 0 && value == AF_UNIX;
         }
-
-        detail::FdStream stream_;
     };
 
     /// Make a connected pair: first is the parent's end, second the child's.
@@ -130,7 +106,8 @@ public:
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0 || !detail::above_stdio(fds))
             detail::FdStream::fail_errno("cannot create a socket pair (socketpair)", errno);
         // Large buffers let a big message travel in few wake-ups (1 MiB
-        // messages: about 3 GB/s with default buffers, 12 GB/s with 4 MiB).
+        // messages: several times faster with 4 MiB than with the default
+        // buffers; docs/benchmarks.md).
         // The kernel caps the size at wmem_max/rmem_max; whatever it grants
         // works, so a refusal is not an error.
         constexpr int wanted = 4 << 20;

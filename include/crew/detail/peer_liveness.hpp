@@ -1,7 +1,6 @@
-// crew/detail/shm_ring.hpp — the pieces crew::ipc::SharedMemory and
-// crew::ipc::MessageQueue share: who owns each side of a channel, whether
-// that process is still alive, how a blocked call waits for its peer, and the
-// single-producer/single-consumer byte ring SharedMemory streams through.
+// crew/detail/peer_liveness.hpp — who owns each side of a shared-memory
+// channel (crew::ipc::SharedMemory, crew::ipc::MessageQueue), whether that
+// process is still alive, and how a blocked call waits for its peer.
 //
 // Shared memory has no EOF: when a process dies, nothing in the mapping
 // changes. So each side of a channel records its process id in the shared
@@ -11,7 +10,6 @@
 // a killed child that nobody has reaped yet, unlike kill(pid, 0)).
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -19,7 +17,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <new>
 #include <utility>
 
 #include <poll.h>
@@ -31,7 +28,6 @@
 
 #include <crew/detail/event_count.hpp>
 #include <crew/detail/fd_util.hpp>
-#include <crew/detail/shm_signal.hpp>
 #include <crew/detail/spin.hpp>
 
 namespace crew::detail {
@@ -266,13 +262,15 @@ enum class PeerWait {
 /// and then announces with `signal.notify_*()`), the deadline, or the peer's
 /// end. Spins for crew::detail::spin_budget first (a reply a few microseconds
 /// away is caught without a sleep), then sleeps on the process-shared
-/// `signal` (an EventCount, or a signal of crew/detail/shm_signal.hpp), waking every peer_check_interval to look at the peer. A peer that
+/// `signal` (a wait_signal: an EventCount, or a signal of
+/// crew/detail/shm_signal.hpp), waking every peer_check_interval to look at
+/// the peer. A peer that
 /// closed or died may still have made `ready()` true before it went, so that
 /// is checked first: data it sent is never lost.
 ///
 /// `ready()` may have side effects (e.g. take a message): it is called until
 /// it first returns true, never after.
-template <class Ready, class Signal>
+template <class Ready, wait_signal Signal>
 PeerWait wait_for_peer(Ready&& ready, Signal& signal, const PeerSide& peer, PeerWatch& watch,
                        const std::chrono::steady_clock::time_point* deadline) {
     using Clock = std::chrono::steady_clock;
@@ -297,105 +295,26 @@ PeerWait wait_for_peer(Ready&& ready, Signal& signal, const PeerSide& peer, Peer
     if (deadline != nullptr && *deadline - now < budget) budget = *deadline - now;
     if (peer.closed.load(std::memory_order_acquire) == 0 && spin_until(ready, budget)) return PeerWait::ready;
 
-    auto last_check = Clock::now();
+    // Sleep in ticks of peer_check_interval (shorter at the deadline): a peer
+    // that closes wakes us through `signal`, one that dies only shows when
+    // we look.
+    bool closed = false;
+    auto ready_or_closed = [&] {
+        if (ready()) return true;
+        closed = peer.closed.load(std::memory_order_acquire) != 0;
+        return closed;
+    };
     for (;;) {
-        const std::uint32_t key = signal.prepare_wait();
-        if (ready()) {
-            signal.cancel_wait();
-            return PeerWait::ready;
-        }
-        if (peer.closed.load(std::memory_order_acquire) != 0) {
-            signal.cancel_wait();
+        auto tick = Clock::now() + peer_check_interval;
+        if (deadline != nullptr && *deadline < tick) tick = *deadline;
+        if (await(signal, ready_or_closed, &tick)) {
+            if (!closed) return PeerWait::ready;
             return ready() ? PeerWait::ready : PeerWait::peer_closed;
         }
-        now = Clock::now();
-        auto tick = now + peer_check_interval;
-        if (deadline != nullptr && *deadline < tick) tick = *deadline;
-        signal.wait(key, &tick);
-        if (ready()) return PeerWait::ready;
-        now = Clock::now();
-        if (now - last_check >= peer_check_interval || (deadline != nullptr && now >= *deadline)) {
-            last_check = now;
-            const PeerWait end = ended();
-            if (end != PeerWait::timeout) return end;
-        }
-        if (deadline != nullptr && now >= *deadline) return PeerWait::timeout;
+        const PeerWait end = ended();
+        if (end != PeerWait::timeout) return end;
+        if (deadline != nullptr && Clock::now() >= *deadline) return PeerWait::timeout;
     }
 }
-
-// ---------------------------------------------------------------------------
-// The SPSC byte ring of crew::ipc::SharedMemory
-// ---------------------------------------------------------------------------
-//
-// One writer process, one reader process, a fixed power-of-two array of
-// bytes. `tail` counts every byte ever written, `head` every byte ever read;
-// both only grow (64 bits: they do not wrap in practice), and a position maps
-// to `bytes[pos % capacity]`.
-//
-// Invariants:
-//   * head <= tail <= head + capacity. Bytes [head, tail) hold data the reader
-//     has not taken; [tail, head + capacity) are free for the writer.
-//   * Only the writer stores `tail`, only the reader stores `head`; each reads
-//     its own index relaxed (nobody else changes it) and the other's with
-//     acquire.
-//   * The writer copies bytes into the free part, then publishes them with a
-//     release store of `tail`: a reader that loads that tail with acquire sees
-//     the bytes. The reader copies bytes out, then frees them with a release
-//     store of `head`: a writer that loads that head with acquire is ordered
-//     after the reader's copy, so it never overwrites bytes still being read.
-//   * Sleeping goes through two process-shared signals: the reader waits
-//     on `data` for "tail moved", the writer on `space` for "head moved". The
-//     Sync policy picks the signal (crew/detail/shm_signal.hpp): a futex event
-//     count (a notify is a fence and a load when nobody sleeps, a futex wake
-//     only when someone does), a robust mutex + condition variable, or a
-//     counting semaphore; none loses a wake-up.
-//   * Indices read from the peer are checked against the invariant before use:
-//     a peer that scribbles on the mapping gives an error, not a wild copy.
-//
-// This is the classic Lamport ring for bytes (as in rigtorp::SPSCQueue, with
-// stream positions instead of slots), plus the event counts for sleeping.
-
-/// An index on its own cache line, so the writer's and the reader's stores do
-/// not invalidate each other's line on every update.
-struct alignas(64) RingIndex {
-    std::atomic<std::uint64_t> value{0};
-};
-
-/// A wake-up signal (crew/detail/shm_signal.hpp) on its own cache line(s).
-template <class Signal>
-struct alignas(64) BasicRingSignal {
-    Signal ec;
-};
-
-/// The futex event count, for channels that wait lock-free.
-using RingSignal = BasicRingSignal<FutexSignal>;
-
-template <std::size_t Capacity, class Signal = FutexSignal>
-struct ByteRing {
-    static_assert(Capacity >= 4096 && (Capacity & (Capacity - 1)) == 0, "the ring's size must be a power of two");
-    static constexpr std::size_t capacity = Capacity;
-
-    RingIndex head;     // next byte to read; stored by the reader
-    RingIndex tail;     // next byte to write; stored by the writer
-    BasicRingSignal<Signal> data;   // the reader sleeps here, the writer notifies
-    BasicRingSignal<Signal> space;  // the writer sleeps here, the reader notifies
-    alignas(64) std::byte bytes[Capacity];
-
-    /// Copy `n` bytes from `src` to ring position `pos` (wrapping).
-    void copy_in(std::uint64_t pos, const std::byte* src, std::size_t n) noexcept {
-        const std::size_t at = static_cast<std::size_t>(pos & (Capacity - 1));
-        const std::size_t first = std::min(n, Capacity - at);
-        std::memcpy(bytes + at, src, first);
-        if (first < n) std::memcpy(bytes, src + first, n - first);
-    }
-
-    /// Copy `n` bytes at ring position `pos` (wrapping) to `dst`.
-    void copy_out(std::uint64_t pos, std::byte* dst, std::size_t n) const noexcept {
-        const std::size_t at = static_cast<std::size_t>(pos & (Capacity - 1));
-        const std::size_t first = std::min(n, Capacity - at);
-        std::memcpy(dst, bytes + at, first);
-        if (first < n) std::memcpy(dst + first, bytes, n - first);
-    }
-};
 
 }  // namespace crew::detail
