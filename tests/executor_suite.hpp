@@ -49,6 +49,30 @@ inline int when_released(crew::SharedArray<int> gate, int value) {
     return value;
 }
 inline void release(crew::SharedArray<int>& gate) { std::atomic_ref<int>(gate[0]).store(1); }
+/// Raises `flag[0]`, then returns `value` once the test raised `gate[0]`
+/// (30 s at most): a task known to have begun, held as long as the test needs.
+inline int started_then_wait(crew::SharedArray<int> flag, crew::SharedArray<int> gate, int value) {
+    std::atomic_ref<int>(flag[0]).store(1);
+    return when_released(gate, value);
+}
+/// A thread that raises `gate[0]` once `done()` holds (30 s at most): for
+/// tasks held at a gate while a call that waits for them (shutdown) runs.
+template <class Done>
+std::thread release_when(crew::SharedArray<int>& gate, Done done) {
+    return std::thread([&gate, done] {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (!done() && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling, not ordering
+        release(gate);
+    });
+}
+/// How many of `fs` are ready.
+template <class F>
+std::size_t ready_count(const std::vector<F>& fs) {
+    std::size_t n = 0;
+    for (const auto& f : fs) n += f.ready() ? 1 : 0;
+    return n;
+}
 /// Waits (30 s at most) until `flag[0]` was raised; false on timeout.
 inline bool wait_started(crew::SharedArray<int>& flag) {
     const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
@@ -212,8 +236,8 @@ TEMPLATE_TEST_CASE("when_all, when_any, as_completed and wait", CREW_SUITE_TAG, 
 
 TEMPLATE_TEST_CASE("cancel works on pending tasks only", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
     TestType ex(1);
-    crew::SharedArray<int> started(1);
-    auto running = ex.submit(suite::started_then_sleep, started, 300);
+    crew::SharedArray<int> started(1), gate(1);
+    auto running = ex.submit(suite::started_then_wait, started, gate, 300);  // holds the only worker
     std::vector<crew::Future<int>> queued;
     for (int i = 0; i < 300; ++i) queued.push_back(ex.submit(suite::square, i));
     REQUIRE(suite::wait_started(started));
@@ -223,6 +247,7 @@ TEMPLATE_TEST_CASE("cancel works on pending tasks only", CREW_SUITE_TAG, CREW_SU
     CHECK(last.cancel());  // already cancelled: still true (Python's cancel())
     CHECK(last.ready());
     CHECK_THROWS_AS(last.get(), crew::Cancelled);
+    suite::release(gate);
     CHECK(running.get() == 300);
     for (std::size_t i = 0; i + 1 < queued.size(); ++i) CHECK(queued[i].get() == static_cast<int>(i * i));
 }
@@ -244,12 +269,15 @@ TEMPLATE_TEST_CASE("shutdown drains or cancels, then refuses work", CREW_SUITE_T
     }
     SECTION("cancel_pending cancels what has not started") {
         TestType ex(1);
-        crew::SharedArray<int> started(1);
-        auto running = ex.submit(suite::started_then_sleep, started, 200);
+        crew::SharedArray<int> started(1), gate(1);
+        auto running = ex.submit(suite::started_then_wait, started, gate, 200);  // holds the only worker
         std::vector<crew::Future<int>> fs;
         for (int i = 0; i < 300; ++i) fs.push_back(ex.submit(suite::square, i));
         REQUIRE(suite::wait_started(started));
+        // The running task ends once shutdown has cancelled what waits.
+        auto releaser = suite::release_when(gate, [&fs] { return suite::ready_count(fs) == fs.size(); });
         ex.shutdown(crew::Shutdown::cancel_pending);
+        releaser.join();
         CHECK(running.get() == 200);
         std::size_t cancelled = 0;
         for (std::size_t i = 0; i < fs.size(); ++i) {
@@ -267,6 +295,7 @@ TEMPLATE_TEST_CASE("shutdown drains or cancels, then refuses work", CREW_SUITE_T
 }
 
 TEMPLATE_TEST_CASE("the destructor drains and joins", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    crew_test::LeakCheck leaks;  // workers, their descriptors and channels go with the executor
     std::vector<crew::Future<int>> fs;
     {
         TestType ex(2);
@@ -332,6 +361,7 @@ TEMPLATE_TEST_CASE("shutdown from several threads at once, and from a continuati
 }
 
 TEMPLATE_TEST_CASE("futures outlive their executor", CREW_SUITE_TAG, CREW_SUITE_TYPES) {
+    crew_test::LeakCheck leaks;
     std::vector<crew::Future<int>> drained, cancelled;
     {
         TestType ex(1);
@@ -344,11 +374,14 @@ TEMPLATE_TEST_CASE("futures outlive their executor", CREW_SUITE_TAG, CREW_SUITE_
     crew::Future<int> running;
     {
         TestType ex(1);
-        crew::SharedArray<int> started(1);
-        running = ex.submit(suite::started_then_sleep, started, 300);
+        crew::SharedArray<int> started(1), gate(1);
+        running = ex.submit(suite::started_then_wait, started, gate, 300);
         REQUIRE(suite::wait_started(started));  // it began; the rest queue behind it
         for (int i = 0; i < 10; ++i) cancelled.push_back(ex.submit(suite::sleep_then, 20));
+        auto releaser =
+            suite::release_when(gate, [&cancelled] { return suite::ready_count(cancelled) == cancelled.size(); });
         ex.shutdown(crew::Shutdown::cancel_pending);
+        releaser.join();
     }
     REQUIRE(running.ready());
     CHECK(running.get() == 300);
@@ -415,11 +448,13 @@ TEMPLATE_TEST_CASE("cancel stops every task a worker has not begun", CREW_SUITE_
     TestType ex(1);
     // Submitted at once: a process executor ships them to its one worker in
     // a batch, which must not count as having started them.
-    auto running = ex.submit(suite::sleep_then, 300);
+    crew::SharedArray<int> gate(1);
+    auto running = ex.submit(suite::when_released, gate, 300);  // holds the only worker until all are cancelled
     std::vector<crew::Future<int>> behind;
     for (int i = 0; i < 9; ++i) behind.push_back(ex.submit(suite::square, i));
     int cancelled = 0;
     for (auto& f : behind) cancelled += f.cancel() ? 1 : 0;
+    suite::release(gate);
     CHECK(cancelled == 9);
     for (auto& f : behind) {
         CHECK(f.cancel());  // a second cancel of a cancelled task is true too
@@ -441,8 +476,14 @@ TEMPLATE_TEST_CASE("shutdown(cancel_pending) cancels all that has not begun", CR
     const std::size_t workers = 2;
     TestType ex(workers);
     std::vector<crew::Future<int>> futures;
-    for (int i = 0; i < 50; ++i) futures.push_back(ex.submit(suite::sleep_then, 100));
+    crew::SharedArray<int> gate(1);
+    // Each task waits at the gate, which opens once shutdown has cancelled
+    // all but the ones workers had begun: none can end and let another begin.
+    for (int i = 0; i < 50; ++i) futures.push_back(ex.submit(suite::when_released, gate, 100));
+    auto releaser =
+        suite::release_when(gate, [&futures] { return suite::ready_count(futures) >= futures.size() - workers; });
     ex.shutdown(crew::Shutdown::cancel_pending);
+    releaser.join();
     std::size_t cancelled = 0, ran = 0;
     for (auto& f : futures) {
         REQUIRE(f.ready());

@@ -9,6 +9,7 @@
 #include <crew/ipc/mutex.hpp>
 #include <crew/ipc/semaphore.hpp>
 #include <crew/ipc/shared_region.hpp>
+#include <crew/detail/sanitizers.hpp>
 
 #include <atomic>
 #include <bit>
@@ -43,17 +44,7 @@ namespace {
 
 // ThreadSanitizer reports lock misuse (double lock, foreign unlock) itself
 // before the mutex can refuse it; those checks are skipped under it.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool under_tsan = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool under_tsan = true;
-#else
-constexpr bool under_tsan = false;
-#endif
-#else
-constexpr bool under_tsan = false;
-#endif
+constexpr bool under_tsan = crew::detail::under_tsan;
 
 std::set<std::string> shm_entries() {
     std::set<std::string> names;
@@ -116,20 +107,9 @@ bool eventually(Condition condition) {
     return true;
 }
 
-/// Snapshot of what a test could leak; check() compares at the end.
-struct LeakCheck {
-    const std::size_t fds = crew_test::open_fds();
-    std::set<std::string> names = crew_test::ipc_names();
-
-    void check() const {
-        CHECK(crew_test::open_fds() == fds);
-        CHECK(crew_test::ipc_names() == names);
-        const pid_t r = ::waitpid(-1, nullptr, WNOHANG);
-        const int err = errno;
-        CHECK(r == -1);  // no child left, reaped or not
-        CHECK(err == ECHILD);
-    }
-};
+/// Snapshot of what a test could leak (fds, names, descendants); check()
+/// compares at the end.
+using crew_test::LeakCheck;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <deque>
@@ -46,6 +48,13 @@ int sleepy_pid(int ms) {
     return static_cast<int>(::getpid());
 }
 
+/// Returns `value` once the test raised `gate[0]` (30 s at most).
+int when_released(crew::SharedArray<int> gate, int value) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::atomic_ref<int>(gate[0]).load() == 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return value;
+}
 int sleep_ms(int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return ms;
@@ -101,17 +110,9 @@ struct CustomError : std::runtime_error {
 };
 int throw_custom() { throw CustomError("custom failure"); }
 
-// Leak check around a block: fds, children and IPC names as before.
-struct NoLeaks {
-    std::size_t fds = crew_test::open_fds();
-    std::size_t children = crew_test::child_count();
-    std::set<std::string> names = crew_test::ipc_names();
-    ~NoLeaks() {
-        CHECK(crew_test::open_fds() == fds);
-        CHECK(crew_test::child_count() == children);
-        CHECK(crew_test::ipc_names() == names);
-    }
-};
+// Leak check around a block (checked at its end): fds, descendants and the
+// fds they hold, IPC names as before.
+using NoLeaks = crew_test::LeakCheck;
 
 using Channels = std::tuple<crew::ipc::SharedMemory, crew::ipc::Pipe, crew::ipc::Socket, crew::ipc::MessageQueue>;
 using StreamChannels = std::tuple<crew::ipc::Pipe, crew::ipc::Socket>;  // the ones made of fds
@@ -495,10 +496,15 @@ TEST_CASE("when_any and when_all over futures of different executors", "[process
     crew::ThreadExecutor<> threads(1);
     crew::ProcessExecutor<> processes(1);
     std::vector<crew::Future<int>> fs;
-    fs.push_back(threads.submit(sleep_ms, 400));
+    crew::SharedArray<int> gate(1);
+    // The thread task finishes after the process task on purpose: it waits
+    // for the gate, which opens once when_any has answered.
+    fs.push_back(threads.submit(when_released, gate, 400));
     fs.push_back(processes.submit(sleep_ms, 1));
     auto first = crew::when_any(fs);
+    std::atomic_ref<int>(gate[0]).store(1);
     CHECK(std::size_t(first) == 1);
+    CHECK(fs[0].get() == 400);
     auto all = crew::when_all(threads.submit(identity, 1), processes.submit(identity, 2)).get();
     CHECK(std::get<0>(all) + std::get<1>(all) == 3);
 }

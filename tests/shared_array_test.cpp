@@ -166,7 +166,7 @@ TEST_CASE("copies of a SharedArray share its memory; moves take the handle", "[s
 }
 
 TEST_CASE("an empty SharedArray holds nothing", "[shared_array]") {
-    const auto fds = crew_test::open_fds();
+    crew_test::LeakCheck leaks;
     crew::SharedArray<float> none;
     crew::SharedArray<float> zero(0);
     CHECK(none.empty());
@@ -174,14 +174,15 @@ TEST_CASE("an empty SharedArray holds nothing", "[shared_array]") {
     CHECK(zero.data() == nullptr);
     CHECK(zero.begin() == zero.end());
     CHECK(zero.span().empty());
-    CHECK(crew_test::open_fds() == fds);
+    leaks.check();
     auto back = crew::decode<crew::SharedArray<float>>(crew::encode(zero));
     CHECK(back.empty());
 }
 
 TEST_CASE("a SharedArray has no name and holds one descriptor until its last handle goes", "[shared_array]") {
-    const auto names = crew_test::ipc_names();
-    const auto fds = crew_test::open_fds();
+    crew_test::LeakCheck leaks;
+    const auto fds = leaks.before().fds;
+    const auto& names = leaks.before().names;
     {
         crew::SharedArray<double> a(1 << 20);
         CHECK(crew_test::open_fds() == fds + 1);
@@ -194,8 +195,7 @@ TEST_CASE("a SharedArray has no name and holds one descriptor until its last han
         CHECK(crew_test::open_fds() == fds + 1);
         c[5] = 1;
     }
-    CHECK(crew_test::open_fds() == fds);
-    CHECK(crew_test::ipc_names() == names);
+    leaks.check();
 }
 
 TEST_CASE("SharedArray rejects sizes that cannot exist and reports memory it cannot reserve", "[shared_array]") {
@@ -469,7 +469,7 @@ TEMPLATE_LIST_TEST_CASE("a worker returns a SharedArray it created or received",
 TEST_CASE("a SharedArray on ThreadExecutor is plain shared memory", "[shared_array][thread]") {
     crew::ThreadExecutor<> ex(2);
     crew::SharedArray<std::uint32_t> a(1000);
-    const auto fds = crew_test::open_fds();
+    crew_test::LeakCheck leaks;
     auto f = ex.submit(fill, a, 2u);
     CHECK(ready(f) == 0);
     CHECK(a[999] == 1998);
@@ -479,7 +479,7 @@ TEST_CASE("a SharedArray on ThreadExecutor is plain shared memory", "[shared_arr
     auto h = ex.submit([](crew::SharedArray<std::uint32_t> x) { return x.data(); }, a);
     CHECK(ready(h) == a.data());  // a copy, not a new mapping
     made = {};
-    CHECK(crew_test::open_fds() == fds);
+    CHECK(crew_test::open_fds() == leaks.before().fds);
 
     // Disjoint halves written by two tasks at once.
     crew::SharedArray<int> halves(2000);

@@ -70,8 +70,7 @@ TEMPLATE_LIST_TEST_CASE("soak: random faults, every future resolves exactly once
                         "[soak][process]", Combos) {
     // 20,000 per combination in the plain build; sanitizers run 10x slower.
     const int tasks = crew_test::sanitized() ? 2'000 : 20'000;
-    const std::size_t fds = crew_test::open_fds(), children = crew_test::child_count();
-    const std::set<std::string> names = crew_test::ipc_names();
+    crew_test::LeakCheck leaks;
     std::mt19937 rng(20261122);
     int seen[6] = {};
     int wrong = 0;
@@ -122,7 +121,5 @@ TEMPLATE_LIST_TEST_CASE("soak: random faults, every future resolves exactly once
                  << seen[overtime] << ", aborts " << seen[aborts] << ", killed " << seen[killed]);
     CHECK(seen[none] + seen[throws] + seen[large] + seen[overtime] + seen[aborts] + seen[killed] == tasks);
     CHECK(seen[aborts] > 0);
-    CHECK(crew_test::open_fds() == fds);
-    CHECK(crew_test::child_count() == children);
-    CHECK(crew_test::ipc_names() == names);
+    leaks.check();
 }
