@@ -10,7 +10,8 @@
 // message a timed receive left halfway) and the steps and reports both
 // channels share, worded with the channel's name. The channel keeps what
 // differs: how bytes travel (a ring, queue parts), pair(), export and import,
-// and what close() tears down.
+// and what close() tears down. MemoryEndpoint is the public members the two
+// Endpoint classes have in common.
 #pragma once
 
 #include <chrono>
@@ -26,6 +27,7 @@
 
 #include <crew/detail/endpoint_core.hpp>
 #include <crew/detail/peer_liveness.hpp>
+#include <crew/ipc/channel.hpp>
 
 namespace crew::detail {
 
@@ -172,6 +174,46 @@ public:
         errors.clear();
         incoming.reset();
     }
+};
+
+/// Base of SharedMemory's and MessageQueue's Endpoint (`Derived`, which has
+/// receive_impl(out, deadline), swap() and close(), and befriends this
+/// class): the receive members, readable_fd(), typed send/receive
+/// (ipc::TypedEndpoint), and move assignment by swap.
+template <class Derived>
+class MemoryEndpoint : public ipc::TypedEndpoint<Derived> {
+public:
+    /// Receive one whole message into `out`; blocks. crew::ChannelError
+    /// when the peer closed its end or its process is gone (after every
+    /// message it sent was received), or the framing is broken.
+    void receive_bytes(std::vector<std::byte>& out) { (void)self().receive_impl(out, nullptr); }
+
+    /// As receive_bytes(), but returns false once `deadline` passed with no
+    /// complete message (`out` is then left empty); what was taken of a
+    /// message stays in the endpoint and the next receive continues it. A
+    /// deadline in the past still takes a message that is already waiting.
+    bool receive_bytes_until(std::vector<std::byte>& out, std::chrono::steady_clock::time_point deadline) {
+        return self().receive_impl(out, &deadline);
+    }
+
+    /// Always -1: shared memory and message queues have no fd that polls
+    /// readable.
+    [[nodiscard]] int readable_fd() const noexcept { return -1; }
+
+protected:
+    MemoryEndpoint() noexcept = default;
+
+    /// `self = std::move(other)`: the old state of `self` closes with `gone`.
+    static Derived& move_assign(Derived& self, Derived& other) noexcept {
+        if (&self != &other) {
+            Derived gone(std::move(other));
+            self.swap(gone);
+        }
+        return self;
+    }
+
+private:
+    Derived& self() noexcept { return static_cast<Derived&>(*this); }
 };
 
 }  // namespace crew::detail

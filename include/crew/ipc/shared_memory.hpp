@@ -144,44 +144,21 @@ public:
 
     /// One end: writes one ring, reads the other. Move-only; unmaps and
     /// closes its memfd when destroyed. The memfd is close-on-exec until
-    /// export_handle(). readable_fd() is -1: there is nothing to poll.
-    class Endpoint : public TypedEndpoint<Endpoint> {
+    /// export_handle(). receive_bytes(), receive_bytes_until() and
+    /// readable_fd() (-1: there is nothing to poll) come from
+    /// detail::MemoryEndpoint.
+    class Endpoint : public detail::MemoryEndpoint<Endpoint> {
     public:
         /// An empty (closed) endpoint.
         Endpoint() noexcept = default;
-
         Endpoint(Endpoint&& other) noexcept { swap(other); }
-        Endpoint& operator=(Endpoint&& other) noexcept {
-            if (this != &other) {
-                Endpoint gone(std::move(other));
-                swap(gone);  // our old mapping closes with `gone`
-            }
-            return *this;
-        }
-        Endpoint(const Endpoint&) = delete;
-        Endpoint& operator=(const Endpoint&) = delete;
+        Endpoint& operator=(Endpoint&& other) noexcept { return this->move_assign(*this, other); }
         ~Endpoint() { close(); }
 
         /// Send one whole message; blocks while the ring is full.
         /// crew::ChannelError if the peer closed its end or its process is
         /// gone, or the message is longer than max_message.
         void send_bytes(std::span<const std::byte> bytes);
-
-        /// Receive one whole message into `out`; blocks. crew::ChannelError
-        /// when the peer closed its end or its process is gone (after every
-        /// message it sent was received), or the framing is broken.
-        void receive_bytes(std::vector<std::byte>& out) { (void)receive_impl(out, nullptr); }
-
-        /// As receive_bytes(), but returns false once `deadline` passed with no
-        /// complete message (`out` is then left empty); a part already read
-        /// stays in the endpoint and the next receive continues it. A deadline
-        /// in the past still takes a message that is already waiting.
-        bool receive_bytes_until(std::vector<std::byte>& out, std::chrono::steady_clock::time_point deadline) {
-            return receive_impl(out, &deadline);
-        }
-
-        /// Always -1: shared memory has no fd that polls readable.
-        [[nodiscard]] int readable_fd() const noexcept { return -1; }
 
         /// Tell the peer this side is closed (when this process speaks for
         /// it, see below), then unmap and close the memfd; idempotent. A peer
@@ -218,6 +195,7 @@ public:
 
     private:
         friend class BasicSharedMemory;
+        friend class detail::MemoryEndpoint<Endpoint>;
         using Clock = std::chrono::steady_clock;
         using Ring = detail::ByteRing<detail::shm_ring_bytes, Signal>;
         static constexpr std::size_t header_size = detail::LengthHeader::size;
