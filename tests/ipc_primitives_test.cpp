@@ -96,6 +96,16 @@ int reap(pid_t pid, std::chrono::seconds limit = 60s) {
     return -3000;
 }
 
+/// A child process locks `mutex` and exits without unlocking it: the next
+/// locker is told owner_died.
+void die_holding(Mutex& mutex) {
+    CHECK(reap(fork_child([&] {
+              mutex.lock();
+              ::_exit(0);
+              return 0;
+          })) == 0);
+}
+
 /// Polls `condition` until it holds or 30 s pass.
 template <class Condition>
 bool eventually(Condition condition) {
@@ -171,21 +181,13 @@ TEST_CASE("ipc::Mutex: owner death is reported by try_lock and try_lock_for, and
         auto& mutex = region.construct<Mutex>();
 
         // _exit without unlock: the kernel releases the robust mutex as owner-died.
-        CHECK(reap(fork_child([&] {
-                  mutex.lock();
-                  ::_exit(0);
-                  return 0;
-              })) == 0);
+        die_holding(mutex);
         CHECK(mutex.try_lock());
         CHECK(mutex.previous_owner_died());
         mutex.mark_consistent();
         mutex.unlock();
 
-        CHECK(reap(fork_child([&] {
-                  mutex.lock();
-                  ::_exit(0);
-                  return 0;
-              })) == 0);
+        die_holding(mutex);
         CHECK(mutex.try_lock_for(5s));
         CHECK(mutex.previous_owner_died());
         mutex.mark_consistent();
@@ -193,11 +195,7 @@ TEST_CASE("ipc::Mutex: owner death is reported by try_lock and try_lock_for, and
 
         // The first child dies holding it; the second takes it as owner_died and
         // dies too without repairing: the parent is told again.
-        CHECK(reap(fork_child([&] {
-                  mutex.lock();
-                  ::_exit(0);
-                  return 0;
-              })) == 0);
+        die_holding(mutex);
         CHECK(reap(fork_child([&] {
                   if (mutex.lock() != LockResult::owner_died) return 2;
                   ::_exit(0);
@@ -218,11 +216,7 @@ TEST_CASE("ipc::Mutex: unlock after owner_died without mark_consistent makes it 
     {
         auto region = SharedRegion::anonymous(4096);
         auto& mutex = region.construct<Mutex>();
-        CHECK(reap(fork_child([&] {
-                  mutex.lock();
-                  ::_exit(0);
-                  return 0;
-              })) == 0);
+        die_holding(mutex);
         CHECK(mutex.lock() == LockResult::owner_died);
         mutex.unlock();  // no mark_consistent: the state is declared beyond repair
         CHECK_FALSE(mutex.previous_owner_died());
@@ -259,11 +253,7 @@ TEST_CASE("ipc::Mutex: try_lock on a mutex made unrecoverable behind its back do
     {
         auto region = SharedRegion::anonymous(4096);
         auto& mutex = region.construct<Mutex>();
-        CHECK(reap(fork_child([&] {
-                  mutex.lock();
-                  ::_exit(0);
-                  return 0;
-              })) == 0);
+        die_holding(mutex);
         // Through the native handle, so that Mutex does not know.
         CHECK(::pthread_mutex_lock(mutex.native_handle()) == EOWNERDEAD);
         CHECK(::pthread_mutex_unlock(mutex.native_handle()) == 0);

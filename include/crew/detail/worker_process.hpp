@@ -52,7 +52,6 @@
 #include <sched.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -62,6 +61,7 @@
 #include <unistd.h>
 
 #include <crew/detail/fd_util.hpp>
+#include <crew/detail/random_name.hpp>
 #include <crew/errors.hpp>
 
 #ifndef CLONE_PIDFD
@@ -325,30 +325,6 @@ inline constexpr std::size_t bootstrap_max_request = 64 << 10;
 /// fork, so it is there at once unless the system is badly overloaded).
 inline constexpr int bootstrap_deadline_ms = 10'000;
 
-/// `n` bytes from getrandom(); crew::Error when the system has no source.
-inline void random_bytes(unsigned char* out, std::size_t n) {
-    std::size_t got = 0;
-    while (got < n) {
-        const ssize_t r = ::getrandom(out + got, n - got, 0);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            throw Error(std::string("crew: getrandom() failed: ") + std::strerror(errno) +
-                        "; the system has no random source available");
-        }
-        got += static_cast<std::size_t>(r);
-    }
-}
-
-inline std::string to_hex(const unsigned char* bytes, std::size_t n) {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string text;
-    for (std::size_t i = 0; i < n; ++i) {
-        text += digits[bytes[i] >> 4];
-        text += digits[bytes[i] & 0xf];
-    }
-    return text;
-}
-
 /// Writes all of `bytes` to a socket; false on error (errno set).
 inline bool send_all(int fd, const void* bytes, std::size_t n) noexcept {
     const char* p = static_cast<const char*>(bytes);
@@ -495,7 +471,7 @@ WorkerProcess spawn_worker(MakeSpec&& make_spec, AfterFork&& after_fork, bool di
     } close_ours{boot[0]}, close_theirs{boot[1]};
 
     unsigned char nonce[bootstrap_nonce_bytes];
-    random_bytes(nonce, sizeof nonce);
+    random_bytes(nonce, sizeof nonce, "the spawn bootstrap's nonce");
 
     std::lock_guard lock(fork_mutex());
     const std::string request = make_spec();

@@ -78,7 +78,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -88,10 +87,11 @@
 #include <boost/interprocess/ipc/message_queue.hpp>
 #include <boost/interprocess/permissions.hpp>
 
-#include <crew/detail/fd_util.hpp>
 #include <crew/detail/byte_ring.hpp>
+#include <crew/detail/fd_util.hpp>
 #include <crew/detail/memory_endpoint.hpp>
 #include <crew/detail/peer_liveness.hpp>
+#include <crew/detail/random_name.hpp>
 #include <crew/detail/shm_signal.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
@@ -356,23 +356,7 @@ namespace crew::ipc {
 // ---------------------------------------------------------------------------
 
 inline std::string MessageQueue::unique_base_name() {
-    unsigned char random[16];
-    std::size_t got = 0;
-    while (got < sizeof random) {
-        const ssize_t n = ::getrandom(random + got, sizeof random - got, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            fail_errno("cannot name an mq channel: getrandom() failed; the system has no random source", errno);
-        }
-        got += static_cast<std::size_t>(n);
-    }
-    std::string base = "crew-mq-" + std::to_string(::getpid()) + "-";
-    static constexpr char hex[] = "0123456789abcdef";
-    for (unsigned char byte : random) {
-        base += hex[byte >> 4];
-        base += hex[byte & 0xf];
-    }
-    return base;
+    return detail::unique_name<ChannelError>("crew-mq-", "a name for an mq channel");
 }
 
 inline std::pair<MessageQueue::Endpoint, MessageQueue::Endpoint> MessageQueue::pair(std::size_t max_message) {

@@ -51,11 +51,11 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <crew/detail/fd_util.hpp>
+#include <crew/detail/random_name.hpp>
 #include <crew/errors.hpp>
 
 namespace crew::ipc {
@@ -329,23 +329,7 @@ inline SharedRegion SharedRegion::open(std::string_view name) {
 }
 
 inline std::string SharedRegion::unique_name(std::string_view prefix) {
-    unsigned char random[16];
-    std::size_t got = 0;
-    while (got < sizeof random) {
-        const ssize_t n = ::getrandom(random + got, sizeof random - got, 0);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            throw Error(std::string("crew::ipc::SharedRegion::unique_name: getrandom failed: ") +
-                        std::strerror(errno) + "; the system has no random source available");
-        }
-        got += static_cast<std::size_t>(n);
-    }
-    std::string name = "/" + std::string(prefix) + "-" + std::to_string(::getpid()) + "-";
-    static constexpr char hex[] = "0123456789abcdef";
-    for (unsigned char byte : random) {
-        name += hex[byte >> 4];
-        name += hex[byte & 0xf];
-    }
+    std::string name = "/" + detail::unique_name(std::string(prefix) + "-", "a SharedRegion name");
     detail::region_check_name(name);  // prefix with '/', NUL, or too long
     return name;
 }
