@@ -49,6 +49,8 @@ inline std::size_t use_primitives() {
     auto key = event.prepare_wait();
     event.cancel_wait();
     event.notify_all();
+    const auto deadline = steady_clock::now();
+    bool awaited = event.await([] { return true; }, &deadline);
     bool spun = crew::detail::spin_until([] { return true; });
 
     crew::ipc::Mutex m;
@@ -65,7 +67,7 @@ inline std::size_t use_primitives() {
     sem.release();
 
     return use_policy<crew::sync::LockFree>() + use_policy<crew::sync::Mutex>() +
-           use_policy<crew::sync::Semaphore>() + static_cast<std::size_t>(v + w.value_or(0)) + s.size() + key +
+           use_policy<crew::sync::Semaphore>() + static_cast<std::size_t>(v + w.value_or(0)) + s.size() + key.epoch + (awaited ? 1u : 0u) +
            (spun ? 1u : 0u) + (locked ? 1u : 0u) + (acquired ? 1u : 0u);
 }
 
