@@ -42,7 +42,7 @@
 #include <vector>
 
 #include <crew/detail/assert.hpp>
-#include <crew/detail/shm_signal.hpp>
+#include <crew/detail/shared_signal.hpp>
 
 namespace crew::detail {
 

@@ -12,7 +12,7 @@
 // Most callers want await(ready, deadline): it runs the whole protocol
 // (announce, re-check, sleep, repeat) around their condition. The same
 // await() serves every signal with this interface (the shared_signal concept
-// of crew/detail/shm_signal.hpp), so the protocol is written once.
+// of crew/detail/shared_signal.hpp), so the protocol is written once.
 #pragma once
 
 #include <atomic>

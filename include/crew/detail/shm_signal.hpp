@@ -12,7 +12,11 @@
 //   sync::Semaphore  SemaphoreSignal   an ipc::Semaphore the       a fence and a load
 //                                      notifier posts
 //
-// Every signal models shared_signal (below): the event-count interface that
+// FutexSignal and the shared_signal concept all three model live in
+// crew/detail/shared_signal.hpp, so that the default policy does not compile
+// the two forms below.
+//
+// Every signal models shared_signal: the event-count interface that
 // detail::await() and wait_for_peer() use,
 //   key = prepare_wait()   announce a waiter; re-check the condition after it
 //   cancel_wait()          the condition held after all
@@ -33,7 +37,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <concepts>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -41,28 +44,11 @@
 #include <thread>
 
 #include <crew/detail/event_count.hpp>
+#include <crew/detail/shared_signal.hpp>
 #include <crew/ipc/mutex.hpp>
 #include <crew/ipc/semaphore.hpp>
 
 namespace crew::detail {
-
-/// The process-shared form of a Sync policy: a wait_signal that lives in
-/// memory several processes map (no pointers, no per-process state), names
-/// the channel kind it makes (`channel_name`, the handle prefix a spawned
-/// worker recognises) and a `tag` that keeps one kind's mapping from being
-/// imported as another's.
-template <class S>
-concept shared_signal = wait_signal<S> && std::default_initializable<S> && requires {
-    { S::channel_name } -> std::convertible_to<std::string_view>;
-    { S::tag } -> std::convertible_to<std::uint64_t>;
-};
-
-/// sync::LockFree's form: a futex event count (no lock anywhere).
-struct FutexSignal : EventCount {
-    static constexpr std::string_view channel_name = "shm";
-    static constexpr std::uint64_t tag = 1;
-    FutexSignal() noexcept : EventCount(/*process_shared=*/true) {}
-};
 
 /// sync::Mutex's form: the classic monitor. A waiter sleeps on a process-
 /// shared condition variable under a robust process-shared mutex; a notifier
@@ -231,6 +217,6 @@ private:
     AnnouncedWaiters waiters_;
 };
 
-static_assert(shared_signal<FutexSignal> && shared_signal<MonitorSignal> && shared_signal<SemaphoreSignal>);
+static_assert(shared_signal<MonitorSignal> && shared_signal<SemaphoreSignal>);
 
 }  // namespace crew::detail

@@ -92,7 +92,7 @@
 #include <crew/detail/memory_endpoint.hpp>
 #include <crew/detail/peer_liveness.hpp>
 #include <crew/detail/random_name.hpp>
-#include <crew/detail/shm_signal.hpp>
+#include <crew/detail/shared_signal.hpp>
 #include <crew/errors.hpp>
 #include <crew/ipc/channel.hpp>
 #include <crew/ipc/mutex.hpp>

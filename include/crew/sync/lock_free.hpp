@@ -10,7 +10,7 @@
 
 #include <string_view>
 
-#include <crew/detail/shm_signal.hpp>
+#include <crew/detail/shared_signal.hpp>
 #include <crew/lock_free_queue.hpp>
 #include <crew/sync/policy.hpp>
 

@@ -9,7 +9,7 @@
 // a `name` for reports. crew's policies also name `shared_signal`, their
 // process-shared form: how a process sleeps until another changed memory they
 // share (crew::ipc::SharedMemory's rings). Each policy's header checks it
-// against the detail::shared_signal concept of crew/detail/shm_signal.hpp. A
+// against the detail::shared_signal concept of crew/detail/shared_signal.hpp. A
 // policy without one gets the lock-free form.
 #pragma once
 
