@@ -18,6 +18,11 @@
 //                       SharedArray that writes one byte and returns its size;
 //                       a task given it that returns it (handed there and
 //                       back; needs the executor to pin results). us per trip.
+//   echo 16/64 MiB      a std::vector<float> of 16 or 64 MiB to a task that
+//                       returns it, submit + get, 1 worker, on each channel
+//                       and on ThreadExecutor, against one memcpy of the same
+//                       size into a buffer already faulted in (the
+//                       reference). ms per echo.
 // --scale multiplies the image size's rows and N. Executors and arrays are
 // made before the clock starts; each case runs once unmeasured first.
 #include <cstdint>
@@ -92,6 +97,39 @@ std::vector<std::uint8_t> blur_one(const std::vector<std::uint8_t>& image) {
 void blur_shared(crew::SharedArray<std::uint8_t> image, int h) { blur(image.data(), width, h); }
 
 int nothing() { return 0; }
+
+std::vector<float> echo(std::vector<float> v) { return v; }
+
+template <class Executor>
+bench::Case echo_case(std::string name, std::size_t floats) {
+    auto ex = std::make_shared<Executor>(1);
+    auto data = std::make_shared<std::vector<float>>(floats, 1.5f);
+    return {std::move(name), true, [ex, data] {
+                std::vector<float> back;
+                const double s = bench::seconds([&] { back = ex->submit(echo, *data).get(); });
+                bench::check(back.size() == data->size() && back.back() == 1.5f, "echoed");
+                return s * 1e3;
+            }};
+}
+
+std::vector<bench::Case> echo_cases(std::size_t bytes) {
+    const std::size_t floats = bytes / sizeof(float);
+    std::vector<bench::Case> cases;
+    auto from = std::make_shared<std::vector<float>>(floats, 2.5f);
+    auto to = std::make_shared<std::vector<float>>(floats);
+    cases.push_back({"memcpy", false, [from, to] {
+                         const double s = bench::seconds(
+                             [&] { std::memcpy(to->data(), from->data(), from->size() * sizeof(float)); });
+                         bench::check((*to)[to->size() / 2] == 2.5f, "copied");
+                         return s * 1e3;
+                     }});
+    cases.push_back(echo_case<crew::ProcessExecutor<>>("ProcessExecutor<> (shm)", floats));
+    cases.push_back(echo_case<crew::ProcessExecutor<crew::ipc::Pipe>>("ProcessExecutor<Pipe>", floats));
+    cases.push_back(echo_case<crew::ProcessExecutor<crew::ipc::Socket>>("ProcessExecutor<Socket>", floats));
+    cases.push_back(echo_case<crew::ProcessExecutor<crew::ipc::MessageQueue>>("ProcessExecutor<MessageQueue>", floats));
+    cases.push_back(echo_case<crew::ThreadExecutor<>>("ThreadExecutor<>", floats));
+    return cases;
+}
 
 std::size_t touch(crew::SharedArray<std::uint8_t> a) {
     a[a.size() / 2] = 1;
@@ -216,6 +254,12 @@ int main(int argc, char** argv) {
         std::printf("\n| speedup over the sequential loop | |\n|---|---:|\n");
         for (const auto& r : results)
             if (r.crew) std::printf("| %s | %sx |\n", r.name.c_str(), bench::fmt(results[0].median / r.median).c_str());
+    }
+    for (std::size_t mib : {16, 64}) {
+        const std::string title = "echo a " + std::to_string(mib) + " MiB std::vector<float>, 1 worker";
+        if (!o.wants(title)) continue;
+        bench::report(title, "ms per echo", bench::measure(echo_cases(mib << 20), o.reps),
+                      bench::Target{5.0, "memcpy"});
     }
     if (o.wants("1 GiB")) {
         const std::size_t n = o.n(200);
