@@ -3,9 +3,10 @@
 //
 // When: I/O-bound work, or CPU-bound work that shares large data; tasks share
 // the process's memory, so a crash or a race in one task affects all.
-// Cost: one allocation per submit (the task and its future's state are one
-// object); a hand-off through the Sync policy's queue (lock-free by default);
-// idle workers spin ~50 us, then sleep. See docs/benchmarks.md.
+// Cost: one block per submit or post (the task and its future's state are
+// one object, recycled from the workers' frees: detail/block_pool.hpp); a
+// hand-off through the Sync policy's queue (lock-free by default); idle
+// workers spin ~50 us, then sleep. See docs/benchmarks.md.
 //
 // Any callable works, capturing lambdas included. A task that waits on a
 // future (e.g. of a task it submitted itself) runs other queued tasks while it
@@ -26,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include <crew/detail/block_pool.hpp>
 #include <crew/detail/executor_core.hpp>
 #include <crew/detail/imap.hpp>
 #include <crew/detail/shared_state.hpp>
@@ -73,7 +75,7 @@ bool invoke_and_publish(SharedState<R>& state, std::optional<Call>& call) noexce
 /// workers that waits for it first (run_here; the queue's reference is then
 /// dropped when the queue hands it out).
 template <class R, class F, class... Args>
-class ThreadTask final : public SharedState<R>, public RunnableJob {
+class ThreadTask final : public SharedState<R>, public RunnableJob, public PooledAllocation {
 public:
     template <class Fn, class... As>
     explicit ThreadTask(TaskCounters& counters, const WaitHelper& owner, Fn&& f, As&&... args)
@@ -116,7 +118,7 @@ private:
 
 /// A post()ed task: no future; an exception goes to the executor's reporter.
 template <class Core, class F, class... Args>
-class ThreadPost final : public RunnableJob {
+class ThreadPost final : public RunnableJob, public PooledAllocation {
 public:
     template <class Fn, class... As>
     explicit ThreadPost(Core& core, Fn&& f, As&&... args)
