@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -249,4 +250,93 @@ TEST_CASE("max_pending holds back outside submitters only", "[thread]") {
     CHECK(inner.get());
     REQUIRE(ex.wait_idle_for(60s));
     CHECK(ran.load() == 40);
+}
+
+// Work a worker's own task submits waits in that worker's deque (lock-free
+// policy) or in the shared queue (the others): either way the other worker
+// takes it while the submitting task is busy with something else.
+TEMPLATE_LIST_TEST_CASE("tasks a blocked task submitted are run by the other worker", "[thread][nested]", Policies) {
+    crew::ThreadExecutor<TestType> ex(2);
+    for (int round = 0; round < 20; ++round) {
+        std::atomic<int> done{0};
+        auto outer = ex.submit([&] {
+            for (int i = 0; i < 8; ++i) ex.post([&done] { done.fetch_add(1); });
+            // Blocks without get(): only the other worker can run the posts.
+            const auto deadline = std::chrono::steady_clock::now() + 30s;
+            while (done.load() < 8 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+            return done.load();
+        });
+        REQUIRE(outer.get() == 8);
+    }
+}
+
+TEMPLATE_LIST_TEST_CASE("a task submitting far more than a deque holds runs each once", "[thread][nested]", Policies) {
+    crew::ThreadExecutor<TestType> ex(2);
+    const std::size_t n = 5000;  // past the 1024 entries of a worker's deque
+    auto runs = std::make_unique<std::atomic<int>[]>(n);
+    auto total = ex.submit([&] {
+        std::vector<crew::Future<int>> fs;
+        for (std::size_t i = 0; i < n; ++i)
+            fs.push_back(ex.submit([&runs, i] {
+                runs[i].fetch_add(1);
+                return 1;
+            }));
+        int sum = 0;
+        for (auto& f : fs) sum += f.get();
+        return sum;
+    });
+    CHECK(total.get() == static_cast<int>(n));
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < n; ++i) wrong += runs[i].load() != 1;
+    CHECK(wrong == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("shutdown(cancel_pending) cancels what waits in a busy worker's deque", "[thread][nested]",
+                        Policies) {
+    crew::ThreadExecutor<TestType> ex(2);
+    std::atomic<bool> release{false};
+    std::atomic<int> blocked{0}, ran{0};
+    std::vector<crew::Future<void>> queued;
+    std::mutex queued_mutex;
+    auto hold = [&] {
+        blocked.fetch_add(1);
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (!release.load() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    };
+    auto wait_blocked = [&](int n) {
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (blocked.load() < n && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+        return blocked.load() == n;
+    };
+    // One worker busy first; then the other queues 50 tasks from its task and
+    // blocks too: nobody is free to start them.
+    auto b = ex.submit(hold);
+    REQUIRE(wait_blocked(1));
+    auto a = ex.submit([&] {
+        {
+            std::lock_guard lock(queued_mutex);
+            for (int i = 0; i < 50; ++i) queued.push_back(ex.submit([&ran] { ran.fetch_add(1); }));
+        }
+        hold();
+    });
+    REQUIRE(wait_blocked(2));
+    std::thread stopper([&] { ex.shutdown(crew::Shutdown::cancel_pending); });
+    std::size_t cancelled = 0;
+    {
+        std::lock_guard lock(queued_mutex);
+        for (auto& f : queued) {
+            REQUIRE(f.wait_for(30s));
+            try {
+                f.get();
+            } catch (const crew::Cancelled&) {
+                ++cancelled;
+            }
+        }
+    }
+    release = true;
+    stopper.join();
+    a.get();
+    b.get();
+    CHECK(cancelled == 50);
+    CHECK(ran.load() == 0);
 }

@@ -13,11 +13,13 @@
 // waits, so nested waiting never deadlocks the pool, even with one worker.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <ranges>
@@ -31,6 +33,7 @@
 #include <crew/detail/executor_core.hpp>
 #include <crew/detail/imap.hpp>
 #include <crew/detail/shared_state.hpp>
+#include <crew/detail/work_deque.hpp>
 #include <crew/errors.hpp>
 #include <crew/future.hpp>
 #include <crew/options.hpp>
@@ -88,7 +91,12 @@ public:
         this->release();
     }
     bool run_here(WaitHelper& helper) noexcept override {
-        if (&helper != &owner_ || !this->try_claim()) return false;
+        if (&helper != &owner_ || helper.refuses_starts()) return false;
+        if (helper.take_back(static_cast<const Job*>(this))) {
+            run();  // it was still queued here: the queue's reference is dropped too
+            return true;
+        }
+        if (!this->try_claim()) return false;
         run_claimed();
         return true;
     }
@@ -164,9 +172,15 @@ public:
     explicit ThreadExecutor(std::size_t workers = 0, Options options = {})
         : core_(check(options), queue_capacity, &run_job) {
         const std::size_t n = detail::resolve_workers(workers, options);
+        if constexpr (own_deques) {
+            deques_ = std::make_unique<Deque[]>(n);
+            deque_count_ = n;
+            core_.set_local_work(&take_local, &take_back, this);
+        }
         threads_.reserve(n);
         try {
-            for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this, init = options.initializer] { work(init); });
+            for (std::size_t i = 0; i < n; ++i)
+                threads_.emplace_back([this, i, init = options.initializer] { work(i, init); });
         } catch (...) {
             shutdown(Shutdown::cancel_pending);
             throw;
@@ -197,7 +211,7 @@ public:
         using R = std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>;
         using Task = detail::ThreadTask<R, std::decay_t<F>, std::decay_t<Args>...>;
         auto* task = new Task(core_.counters(), core_, std::forward<F>(f), std::forward<Args>(args)...);
-        core_.enqueue(task, [task] {
+        enqueue(task, [task] {
             task->release();
             task->release();
         });
@@ -210,7 +224,7 @@ public:
     void post(F&& f, Args&&... args) {
         using Task = detail::ThreadPost<Core, std::decay_t<F>, std::decay_t<Args>...>;
         auto* task = new Task(core_, std::forward<F>(f), std::forward<Args>(args)...);
-        core_.enqueue(task, [task] { delete task; });
+        enqueue(task, [task] { delete task; });
     }
 
     /// `f` applied to every input, results in input order. Inputs are split
@@ -282,6 +296,7 @@ public:
     /// running tasks finish.
     void shutdown(Shutdown how = Shutdown::drain) {
         core_.close(how);
+        if (how != Shutdown::drain) cancel_deques();
         if (detail::current_wait_helper == &core_) return;  // a task must not join its own pool
         std::lock_guard lock(join_mutex_);
         for (auto& t : threads_)
@@ -328,9 +343,93 @@ private:
     // Every job this executor queues is a ThreadTask or a ThreadPost.
     static void run_job(detail::Job* job) noexcept { static_cast<detail::RunnableJob*>(job)->run(); }
 
-    void work(const Initializer& initializer) {
+    // Nested work (docs/design.md): with the lock-free policy each worker has
+    // a deque of its own (detail/work_deque.hpp). A task that a worker's task
+    // submits goes to the bottom of it, the worker takes its newest first,
+    // idle workers steal the oldest; outside submitters keep the shared FIFO
+    // queue. The Mutex and Semaphore policies queue every task through the
+    // policy's own queue.
+    static constexpr bool own_deques = std::is_same_v<Sync, sync::LockFree>;
+    using Deque = detail::WorkDeque<detail::Job*>;
+
+    template <class Discard>
+    void enqueue(detail::RunnableJob* job, Discard discard) {
+        if constexpr (own_deques) {
+            if (detail::current_wait_helper == &core_) return enqueue_own(job, discard);
+        }
+        core_.enqueue(job, discard);
+    }
+
+    // A worker of this executor queues a task: into its own deque, or the
+    // shared queue when the deque is full. Idle workers may sleep on the
+    // shared queue only after they looked into every deque (work() counts
+    // them first), so a push that sees one moves its newest task there.
+    template <class Discard>
+    void enqueue_own(detail::RunnableJob* job, Discard discard) {
+        if (core_.is_closed()) {
+            discard();
+            throw ExecutorShutdown();
+        }
+        core_.counters().queued();
+        Deque& mine = deques_[current_worker_];
+        if (!mine.push(job)) {
+            try {
+                core_.push_counted(job);
+            } catch (...) {  // no memory for the shared queue's overflow
+                core_.counters().unqueued();
+                discard();
+                throw;
+            }
+            return;
+        }
+        detail::Job* newest = nullptr;
+        if (sleepers_.load(std::memory_order_seq_cst) == 0 || !mine.pop(newest)) return;
+        try {
+            core_.push_counted(newest);
+        } catch (...) {
+            (void)mine.push(newest);  // no memory: it stays here, for this worker or a thief
+        }
+    }
+
+    // ExecutorCore::TakeLocal for the calling worker.
+    static bool take_local(void* owner, detail::Job*& job, bool steal) noexcept {
+        auto* self = static_cast<ThreadExecutor*>(owner);
+        const std::size_t me = current_worker_;
+        for (std::size_t k = steal ? 1 : 0; k < (steal ? self->deque_count_ : 1); ++k) {
+            Deque& d = self->deques_[(me + k) % self->deque_count_];
+            while (steal ? d.steal(job) : d.pop(job)) {
+                if (!self->core_.cancelling()) return true;
+                job->abandon();  // shutdown(cancel_pending): nothing queued starts
+            }
+        }
+        return false;
+    }
+
+    // ExecutorCore::TakeBack for the calling worker: pops `job` when it is
+    // the newest of this worker's deque.
+    static bool take_back(void* owner, const void* job) noexcept {
+        auto* self = static_cast<ThreadExecutor*>(owner);
+        Deque& mine = self->deques_[current_worker_];
+        detail::Job* newest = nullptr;
+        if (!mine.pop(newest)) return false;
+        if (newest == job) return true;
+        (void)mine.push(newest);  // just popped: there is room
+        return false;
+    }
+
+    // shutdown(cancel_pending): what waits in the deques is cancelled too.
+    void cancel_deques() noexcept {
+        if constexpr (own_deques) {
+            detail::Job* job = nullptr;
+            for (std::size_t i = 0; i < deque_count_; ++i)
+                while (deques_[i].steal(job)) job->abandon();
+        }
+    }
+
+    void work(std::size_t index, const Initializer& initializer) {
         detail::current_wait_helper = &core_;
         detail::inside_executor = true;
+        current_worker_ = index;
         if (initializer) {
             try {
                 initializer();
@@ -339,11 +438,34 @@ private:
             }
         }
         detail::Job* job = nullptr;
-        while (core_.take(job)) run_job(job);
+        if constexpr (own_deques) {
+            for (;;) {
+                if (take_local(this, job, false) || core_.try_take(job) || take_local(this, job, true)) {
+                    run_job(job);
+                    continue;
+                }
+                // About to sleep on the shared queue: count as a sleeper,
+                // then look into the deques once more (see enqueue_own).
+                sleepers_.fetch_add(1, std::memory_order_seq_cst);
+                const bool stole = take_local(this, job, true);
+                const bool got = stole || core_.take(job);
+                sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+                if (!got) break;
+                run_job(job);
+            }
+        } else {
+            while (core_.take(job)) run_job(job);
+        }
         detail::current_wait_helper = nullptr;
     }
 
+    // Which worker of its executor the calling thread is.
+    static inline thread_local std::size_t current_worker_ = 0;
+
     Core core_;
+    std::unique_ptr<Deque[]> deques_;
+    std::size_t deque_count_ = 0;
+    alignas(64) std::atomic<std::size_t> sleepers_{0};
     std::mutex join_mutex_;
     std::vector<std::thread> threads_;
 };

@@ -63,6 +63,16 @@ inline constexpr std::uint32_t has_waiters = 0x8;
 struct WaitHelper {
     /// Runs one queued task if there is one; false when there was none.
     virtual bool run_one() = 0;
+    /// True once shutdown(cancel_pending) began: a waiter must not start a
+    /// task itself any more.
+    [[nodiscard]] virtual bool refuses_starts() const noexcept { return false; }
+    /// Takes `job` (a detail::Job) back from the calling worker's own queue,
+    /// when it is the newest there: the waiter then runs it and no entry is
+    /// left behind. False when it is not there.
+    virtual bool take_back(const void* job) noexcept {
+        (void)job;
+        return false;
+    }
 
 protected:
     ~WaitHelper() = default;
