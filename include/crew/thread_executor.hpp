@@ -11,6 +11,10 @@
 // Any callable works, capturing lambdas included. A task that waits on a
 // future (e.g. of a task it submitted itself) runs other queued tasks while it
 // waits, so nested waiting never deadlocks the pool, even with one worker.
+// With the lock-free policy, what a task submits goes to its worker's own
+// deque (newest first; idle workers steal the oldest), so nested fork-join
+// runs about as fast as a work-stealing scheduler (docs/design.md, "Nested
+// work"); tasks from outside keep their FIFO order.
 #pragma once
 
 #include <atomic>
