@@ -359,21 +359,27 @@ private:
     template <class Discard>
     void enqueue(detail::RunnableJob* job, Discard discard) {
         if constexpr (own_deques) {
-            if (detail::current_wait_helper == &core_) return enqueue_own(job, discard);
+            if (detail::current_wait_helper == &core_) {
+                try {
+                    if (push_own(job)) return;
+                } catch (...) {
+                    discard();
+                    throw;
+                }
+                discard();
+                throw ExecutorShutdown();
+            }
         }
         core_.enqueue(job, discard);
     }
 
     // A worker of this executor queues a task: into its own deque, or the
-    // shared queue when the deque is full. Idle workers may sleep on the
-    // shared queue only after they looked into every deque (work() counts
-    // them first), so a push that sees one moves its newest task there.
-    template <class Discard>
-    void enqueue_own(detail::RunnableJob* job, Discard discard) {
-        if (core_.is_closed()) {
-            discard();
-            throw ExecutorShutdown();
-        }
+    // shared queue when the deque is full; false after shutdown. Idle
+    // workers may sleep on the shared queue only after they looked into
+    // every deque (work() counts them first), so a push that sees one moves
+    // its newest task there.
+    bool push_own(detail::Job* job) {
+        if (core_.is_closed()) return false;
         core_.counters().queued();
         Deque& mine = deques_[current_worker_];
         if (!mine.push(job)) {
@@ -381,18 +387,18 @@ private:
                 core_.push_counted(job);
             } catch (...) {  // no memory for the shared queue's overflow
                 core_.counters().unqueued();
-                discard();
                 throw;
             }
-            return;
+            return true;
         }
         detail::Job* newest = nullptr;
-        if (sleepers_.load(std::memory_order_seq_cst) == 0 || !mine.pop(newest)) return;
+        if (sleepers_.load(std::memory_order_seq_cst) == 0 || !mine.pop(newest)) return true;
         try {
             core_.push_counted(newest);
         } catch (...) {
             (void)mine.push(newest);  // no memory: it stays here, for this worker or a thief
         }
+        return true;
     }
 
     // ExecutorCore::TakeLocal for the calling worker.
@@ -449,7 +455,7 @@ private:
                     continue;
                 }
                 // About to sleep on the shared queue: count as a sleeper,
-                // then look into the deques once more (see enqueue_own).
+                // then look into the deques once more (see push_own).
                 sleepers_.fetch_add(1, std::memory_order_seq_cst);
                 const bool stole = take_local(this, job, true);
                 const bool got = stole || core_.take(job);

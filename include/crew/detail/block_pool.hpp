@@ -113,7 +113,7 @@ private:
         (void)owner;
     }
 
-    static void refill(Cache& cache) {
+    [[gnu::noinline]] static void refill(Cache& cache) {
         if (!cache.owner_registered) register_owner(cache);
         Shelf& s = shelf();
         std::lock_guard lock(s.mutex);
@@ -124,7 +124,7 @@ private:
 
     // Hands `batch` of the cache's blocks to the shelf (or to the system when
     // the shelf is full).
-    static void spill(Cache& cache) noexcept {
+    [[gnu::noinline]] static void spill(Cache& cache) noexcept {
         if (!cache.owner_registered) register_owner(cache);
         FreeBlock* first = cache.head;
         FreeBlock* last = first;

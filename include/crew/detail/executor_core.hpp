@@ -414,7 +414,7 @@ public:
     /// WaitHelper: a worker blocked on a future runs a queued job instead
     /// (only where jobs run here: a run_job was given): its own newest, then
     /// the shared queue's oldest, then one stolen from another worker.
-    bool run_one() override {
+    [[gnu::noinline]] bool run_one() override {
         Job* job = nullptr;
         if (run_job_ == nullptr) return false;
         if (!take_local(job, false) && !try_take(job) && !take_local(job, true)) return false;
