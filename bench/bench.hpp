@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <dirent.h>
+#include <unistd.h>
 
 namespace bench {
 
@@ -103,6 +107,43 @@ inline std::vector<Result> measure(const std::vector<Case>& cases, int reps) {
         out.push_back({cases[i].name, cases[i].crew, median, s.front(), s.back()});
     }
     return out;
+}
+
+/// CPU seconds (user + system) used so far by this process and by its
+/// children that still run (worker processes: read from /proc, since they
+/// have not been waited for). For idle-cost rows.
+inline double cpu_seconds_of_tree() {
+    auto ticks_of = [](const std::string& stat_path, long* parent) -> double {
+        std::FILE* f = std::fopen(stat_path.c_str(), "r");
+        if (f == nullptr) return 0;
+        char buf[1024];
+        const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+        std::fclose(f);
+        buf[n] = '\0';
+        const char* p = std::strrchr(buf, ')');  // the command may hold spaces
+        if (p == nullptr) return 0;
+        // Fields after ")": state ppid ... utime is field 14, stime 15 (1-based).
+        char state = 0;
+        long ppid = 0;
+        unsigned long long utime = 0, stime = 0;
+        if (std::sscanf(p + 2, "%c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &ppid, &utime,
+                        &stime) != 4)
+            return 0;
+        if (parent != nullptr) *parent = ppid;
+        return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    };
+    double total = ticks_of("/proc/self/stat", nullptr);
+    const long self = static_cast<long>(::getpid());
+    if (DIR* d = ::opendir("/proc")) {
+        while (const dirent* e = ::readdir(d)) {
+            if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+            long ppid = 0;
+            const double t = ticks_of(std::string("/proc/") + e->d_name + "/stat", &ppid);
+            if (ppid == self) total += t;
+        }
+        ::closedir(d);
+    }
+    return total;
 }
 
 /// Three significant digits, no exponent: 0.0912, 1.23, 45.6, 789, 12345.

@@ -20,6 +20,10 @@
 //                       which answers with 1 byte: each channel, a raw
 //                       socketpair with 4 MiB buffers, and memcpy of the same
 //                       bytes in this process. ms per message.
+//   idle cost           CPU time (user + system, this process and its
+//                       workers) that an executor with 2 idle workers uses
+//                       over 1 s, after one task woke them: ThreadExecutor<>
+//                       and ProcessExecutor<>. ms of CPU per second.
 // Executors and children are started before the clock starts.
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -32,6 +36,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <crew/crew.hpp>
@@ -337,6 +342,22 @@ int main(int argc, char** argv) {
         cases.push_back(raw_socket(bytes));
         cases.push_back(plain_memcpy(bytes));
         run_table(opt, title, "ms per message", std::move(cases), bench::Target{2.0, "memcpy"});
+    }
+
+    if (opt.wants("Idle cost")) {
+        auto idle_cpu = [](auto& ex) {
+            (void)ex.submit(nothing).get();  // the workers woke, then go idle
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            const double before = bench::cpu_seconds_of_tree();
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+            return (bench::cpu_seconds_of_tree() - before) * 1e3;
+        };
+        crew::ThreadExecutor<> threads(2);
+        crew::ProcessExecutor<> processes(2);
+        std::printf("\n### Idle cost: CPU used over 1 s by an executor with 2 idle workers\n\n"
+                    "| | ms of CPU per second |\n|---|---:|\n");
+        std::printf("| crew ThreadExecutor<>, 2 threads | %s |\n", bench::fmt(idle_cpu(threads)).c_str());
+        std::printf("| crew ProcessExecutor<>, 2 workers | %s |\n", bench::fmt(idle_cpu(processes)).c_str());
     }
     return 0;
 }
