@@ -55,6 +55,12 @@ int when_released(crew::SharedArray<int> gate, int value) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return value;
 }
+/// Counts one run of task `slot` in `runs` (shared with the parent), and
+/// returns the slot.
+int count_run(crew::SharedArray<int> runs, int slot) {
+    std::atomic_ref<int>(runs[static_cast<std::size_t>(slot)]).fetch_add(1);
+    return slot;
+}
 int sleep_ms(int ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     return ms;
@@ -575,4 +581,28 @@ TEST_CASE("MessageQueue names: gone after cancel_pending, and after the parent i
     while (!left().empty() && std::chrono::steady_clock::now() < until)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     CHECK(left().empty());
+}
+
+TEST_CASE("serial round trips while another thread submits batches: no task lost or run twice", "[process]") {
+    crew::ProcessExecutor<> ex(2);
+    const int serial = static_cast<int>(crew_test::scaled(2000)) + 100;
+    const int batches = 20, per_batch = 250;
+    const int total = serial + batches * per_batch;
+    crew::SharedArray<int> runs(static_cast<std::size_t>(total));
+    std::atomic<int> wrong{0};
+    std::thread batcher([&] {
+        for (int b = 0; b < batches; ++b) {
+            std::vector<crew::Future<int>> fs;
+            for (int i = 0; i < per_batch; ++i) fs.push_back(ex.submit(count_run, runs, serial + b * per_batch + i));
+            for (int i = 0; i < per_batch; ++i)
+                if (fs[static_cast<std::size_t>(i)].get() != serial + b * per_batch + i) ++wrong;
+        }
+    });
+    for (int i = 0; i < serial; ++i)
+        if (ex.submit(count_run, runs, i).get() != i) ++wrong;
+    batcher.join();
+    CHECK(wrong.load() == 0);
+    int not_once = 0;
+    for (int i = 0; i < total; ++i) not_once += std::atomic_ref<int>(runs[static_cast<std::size_t>(i)]).load() != 1;
+    CHECK(not_once == 0);
 }
