@@ -127,6 +127,8 @@ protected:
 template <class R>
 class MpiTask final : public SharedState<R>, public MpiJob {
 public:
+    // Its result comes from another process, through a dispatcher thread.
+    [[nodiscard]] int wait_pauses() const noexcept override { return pauses_before_yield(); }
     MpiTask(std::vector<std::byte> encoded, TaskCounters& counters, std::shared_ptr<MpiCancelBox> box)
         : SharedState<R>(2), counters_(counters), box_(std::move(box)) {
         call = std::move(encoded);

@@ -199,6 +199,8 @@ private:
 template <class R>
 class ProcessTask final : public SharedState<R>, public RemoteJob {
 public:
+    // Its result comes from another process, through a dispatcher thread.
+    [[nodiscard]] int wait_pauses() const noexcept override { return pauses_before_yield(); }
     ProcessTask(EncodedCall encoded, TaskCounters& counters)
         : SharedState<R>(2), RemoteJob(std::move(encoded), counters) {}
 

@@ -293,7 +293,8 @@ PeerWait wait_for_peer(Ready&& ready, Signal& signal, const PeerSide& peer, Peer
     }
     std::chrono::nanoseconds budget = spin_budget;
     if (deadline != nullptr && *deadline - now < budget) budget = *deadline - now;
-    if (peer.closed.load(std::memory_order_acquire) == 0 && spin_until(ready, budget)) return PeerWait::ready;
+    if (peer.closed.load(std::memory_order_acquire) == 0 && spin_until(ready, budget, pauses_before_yield()))
+        return PeerWait::ready;
 
     // Sleep in ticks of peer_check_interval (shorter at the deadline): a peer
     // that closes wakes us through `signal`, one that dies only shows when

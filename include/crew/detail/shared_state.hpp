@@ -126,6 +126,12 @@ public:
         return true;
     }
 
+    /// How many CPU pauses a waiter spends before it starts yielding
+    /// (detail/spin.hpp): a result from a thread of this process comes
+    /// quickly; one from another process (ProcessExecutor, MPI) passes
+    /// through a dispatcher thread and a worker that need the CPUs.
+    [[nodiscard]] virtual int wait_pauses() const noexcept { return pauses_for_local_handoff; }
+
     /// Runs the task here, now, if it is one of `helper`'s executor and no
     /// worker has begun it: a worker that waits on a task it submitted runs
     /// it itself (help-first, as a work-stealing scheduler does), while the
@@ -221,7 +227,7 @@ private:
             if (deadline == nullptr && const_cast<StateBase*>(this)->run_here(*helper)) return true;
             return help_while_waiting(*helper, deadline);
         }
-        if (spin_until([this] { return is_ready(); })) return true;
+        if (spin_until([this] { return is_ready(); }, spin_budget, wait_pauses())) return true;
         while (!is_ready()) {
             if (deadline != nullptr && std::chrono::steady_clock::now() >= *deadline) return false;
             sleep_once(deadline);
