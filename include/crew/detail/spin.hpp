@@ -26,15 +26,18 @@ namespace crew::detail {
 /// benchmark of its own (see docs/benchmarks.md).
 inline constexpr std::chrono::microseconds spin_budget{50};
 
-/// How many polls a waiter spends on CPU pauses before it starts yielding.
+/// How many polls a wait that involves another process (a channel, a
+/// process task's future) spends on CPU pauses before it starts yielding.
 /// Pausing pays when the thread it waits for runs on another CPU: a hand-off
 /// is caught within a few hundred nanoseconds, with no syscall. With two
-/// CPUs or fewer (this process's affinity), crew's waits usually involve
+/// CPUs or fewer (this process's affinity), such a wait usually involves
 /// three runnable threads (a submitter, a dispatcher and a worker process),
-/// and every pause keeps the one being waited for off the CPU: there a waiter
+/// and every pause keeps the one being waited for off the CPU: there it
 /// yields from its first miss. Measured on 2 vCPUs (docs/benchmarks.md,
-/// session 7): a ProcessExecutor round trip took 4.4 us with 64 pauses and
-/// 2.5 us with none; a ThreadExecutor round trip 0.61 and 0.76 us.
+/// session 7): a ProcessExecutor round trip took 4.3-4.7 us with 64 pauses
+/// and 2.5-2.6 us with none. Waits on a thread of this process keep their
+/// pauses (pauses_for_local_handoff): with none, a ThreadExecutor round trip
+/// went from 0.5 to 0.7-1.9 us.
 inline int pauses_before_yield() noexcept {
     static const int pauses = [] {
         cpu_set_t set;
