@@ -50,6 +50,7 @@ public:
     static void deallocate(void* p) noexcept {
         Cache& cache = cache_;
         if (cache.closed) return ::operator delete(p);
+        if (!cache.owner_registered) register_owner(cache);  // so what it keeps goes when the thread ends
         auto* b = static_cast<FreeBlock*>(p);
         b->next = cache.head;
         cache.head = b;
