@@ -283,6 +283,27 @@ TEST_CASE("vectors round-trip, trivially copyable ones as one block", "[codec]")
     CHECK(crew::decode<std::vector<double>>(bytes) == big);
 }
 
+TEST_CASE("bulk vectors and strings decode at any offset, and when large", "[codec]") {
+    // After a bool the doubles start at an odd offset: the decoder must not
+    // read them as aligned doubles (UBSan checks), and must not lose any.
+    using Odd = std::tuple<bool, std::vector<double>, std::u16string>;
+    round_trip(Odd{true, {0.5, -1.25, 3e300}, u"odd"});
+    for (std::size_t offset = 0; offset < 8; ++offset) {
+        Bytes bytes(offset, std::byte{7});
+        crew::Writer w(bytes);
+        w.write_value(std::vector<std::uint32_t>{1, 2, 0xffffffffu});
+        crew::Reader r(std::span<const std::byte>(bytes).subspan(offset));
+        CHECK(r.read_value<std::vector<std::uint32_t>>() == std::vector<std::uint32_t>{1, 2, 0xffffffffu});
+        r.expect_end();
+    }
+    // Above the huge-page hint's size (the hint only advises the kernel).
+    std::vector<float> large((std::size_t{9} << 20) / sizeof(float));
+    for (std::size_t i = 0; i < large.size(); ++i) large[i] = static_cast<float>(i % 1000) * 0.25f;
+    CHECK(crew::decode<std::vector<float>>(crew::encode(large)) == large);
+    const std::string text(std::size_t{5} << 20, 'q');
+    CHECK(crew::decode<std::string>(crew::encode(text)) == text);
+}
+
 TEST_CASE("std::vector<bool> round-trips packed", "[codec]") {
     for (std::size_t n : {0, 1, 7, 8, 9, 16, 17, 1000}) {
         std::vector<bool> v(n);

@@ -82,6 +82,7 @@
 #include <vector>
 
 #include "crew/detail/aggregate_fields.hpp"
+#include "crew/detail/huge_pages.hpp"
 #include "crew/errors.hpp"
 
 namespace crew {
@@ -101,6 +102,7 @@ public:
         if (n == 0) return;
         const auto* p = static_cast<const std::byte*>(data);
         if (n > small_write) {
+            reserve_for(n);
             out_->insert(out_->end(), p, p + n);
             return;
         }
@@ -118,6 +120,16 @@ public:
 
 private:
     static constexpr std::size_t small_write = 16;
+
+    /// Room for n more bytes, growing as push_back would; a large buffer
+    /// gets the huge-page hint before its pages are first written.
+    void reserve_for(std::size_t n) {
+        const std::size_t need = out_->size() + n;
+        if (need <= out_->capacity() || need < detail::huge_page_hint_bytes) return;
+        out_->reserve(std::max(need, 2 * out_->capacity()));
+        detail::advise_huge_pages(out_->data() + out_->size(), out_->capacity() - out_->size());
+    }
+
     std::vector<std::byte>* out_;
 };
 
@@ -360,6 +372,29 @@ inline std::size_t read_count(Reader& r, std::size_t elem_min) {
                          " bytes left; the input is corrupt or encodes another type");
     r.charge_elements(n);
     return static_cast<std::size_t>(n);
+}
+
+/// n trivially copyable Ts from the reader into a new contiguous container
+/// (std::vector, std::basic_string), copied once: no zero-fill of elements
+/// about to be overwritten, and the huge-page hint for a large one. Bytes
+/// that are not aligned for T (a user Codec wrote an odd count before them)
+/// take the plain resize-and-copy.
+template <class Container, class T>
+Container read_bulk(Reader& r, std::size_t n) {
+    const std::span<const std::byte> bytes = r.take(n * sizeof(T));
+    Container c;
+    if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(T) == 0) {
+        c.reserve(n);
+        advise_huge_pages(c.data(), n * sizeof(T));
+        // The bytes hold Ts' object representations (memcpy'd into an array
+        // of std::byte, which implicitly creates them); copy them as Ts.
+        const T* first = reinterpret_cast<const T*>(bytes.data());
+        c.insert(c.end(), first, first + n);
+    } else {
+        c.resize(n);
+        if (n != 0) std::memcpy(c.data(), bytes.data(), n * sizeof(T));
+    }
+    return c;
 }
 
 /// A capacity to reserve for n elements: all of them when each is known to
@@ -621,15 +656,7 @@ struct Codec<std::basic_string<C, Tr, A>> {
         w.write(s.data(), s.size() * sizeof(C));
     }
     static S decode(Reader& r) {
-        const std::size_t n = detail::read_count(r, sizeof(C));
-        if constexpr (std::is_same_v<C, char>) {
-            auto bytes = r.take(n);
-            return S(reinterpret_cast<const char*>(bytes.data()), n);  // char may alias anything
-        } else {
-            S s(n, C{});
-            r.read(s.data(), n * sizeof(C));
-            return s;
-        }
+        return detail::read_bulk<S, C>(r, detail::read_count(r, sizeof(C)));
     }
 };
 
@@ -649,10 +676,7 @@ struct Codec<std::vector<T, A>> : detail::sequence_codec<std::vector<T, A>, T> {
     }
     static V decode(Reader& r) {
         if constexpr (detail::bulk<T> && std::is_default_constructible_v<T>) {
-            const std::size_t n = detail::read_count(r, sizeof(T));
-            V v(n);  // n * sizeof(T) <= bytes left, checked above
-            r.read(v.data(), n * sizeof(T));
-            return v;
+            return detail::read_bulk<V, T>(r, detail::read_count(r, sizeof(T)));
         } else {
             return detail::sequence_codec<V, T>::decode(r);
         }

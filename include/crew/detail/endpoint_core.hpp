@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <crew/errors.hpp>
+#include <crew/detail/huge_pages.hpp>
 
 namespace crew::detail {
 
@@ -226,6 +227,7 @@ struct PartialMessage {
         length = payload_length;
         out.clear();
         out.reserve(length);
+        advise_huge_pages(out.data(), out.capacity());
     }
 
     /// At the start of a receive: continue the message a timed-out call began.
