@@ -270,6 +270,38 @@ TEMPLATE_LIST_TEST_CASE("tasks a blocked task submitted are run by the other wor
     }
 }
 
+// shutdown(drain) lands while a task keeps posting and waiting for each
+// post by other means than a future: every post accepted runs (on the other
+// worker, which must not leave while that task may still push), and
+// shutdown returns. Racing the close against the push many times.
+TEMPLATE_LIST_TEST_CASE("shutdown(drain) during nested posts a task waits for without futures", "[thread][nested]",
+                        Policies) {
+    for (int round = 0; round < 200; ++round) {
+        auto ex = std::make_unique<crew::ThreadExecutor<TestType>>(2);
+        std::atomic<int> accepted{0}, ran{0};
+        std::atomic<bool> started{false};
+        ex->post([&] {
+            started.store(true);
+            for (;;) {
+                try {
+                    ex->post([&ran] { ran.fetch_add(1); });
+                } catch (const crew::ExecutorShutdown&) {
+                    return;
+                }
+                const int want = accepted.fetch_add(1) + 1;
+                const auto deadline = std::chrono::steady_clock::now() + 30s;
+                while (ran.load() < want && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+                if (ran.load() < want) return;  // stranded: the checks below fail
+            }
+        });
+        while (!started.load()) std::this_thread::yield();
+        if (round % 2 == 1) std::this_thread::sleep_for(std::chrono::microseconds(round * 5));
+        ex->shutdown(crew::Shutdown::drain);
+        CHECK(ran.load() == accepted.load());
+        ex.reset();
+    }
+}
+
 TEMPLATE_LIST_TEST_CASE("a task submitting far more than a deque holds runs each once", "[thread][nested]", Policies) {
     crew::ThreadExecutor<TestType> ex(2);
     const std::size_t n = 5000;  // past the 1024 entries of a worker's deque

@@ -17,6 +17,7 @@
 // work"); tasks from outside keep their FIFO order.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -449,6 +450,7 @@ private:
         }
         detail::Job* job = nullptr;
         if constexpr (own_deques) {
+            busy_workers_.fetch_add(1, std::memory_order_seq_cst);
             for (;;) {
                 if (take_local(this, job, false) || core_.try_take(job) || take_local(this, job, true)) {
                     run_job(job);
@@ -460,13 +462,35 @@ private:
                 const bool stole = take_local(this, job, true);
                 const bool got = stole || core_.take(job);
                 sleepers_.fetch_sub(1, std::memory_order_seq_cst);
-                if (!got) break;
+                if (!got && !linger(job)) break;
                 run_job(job);
             }
         } else {
             while (core_.take(job)) run_job(job);
         }
         detail::current_wait_helper = nullptr;
+    }
+
+    // The shared queue is closed and drained, but a task still running on
+    // another worker may yet push into its deque (push_own checks
+    // is_closed() before its push, not atomically with it) and then wait for
+    // that task by other means than its future. So a worker leaves only once
+    // no worker is busy: then no task runs, no push can come, and every deque
+    // is empty (a worker empties its own before it gets here). Until then it
+    // steals, polling with a growing pause (up to 10 ms; only during
+    // shutdown while another worker's task runs). True with a job to run.
+    bool linger(detail::Job*& job) {
+        busy_workers_.fetch_sub(1, std::memory_order_seq_cst);
+        auto pause = std::chrono::microseconds(50);
+        for (;;) {
+            if (take_local(this, job, true) || core_.try_take(job)) {
+                busy_workers_.fetch_add(1, std::memory_order_seq_cst);
+                return true;
+            }
+            if (busy_workers_.load(std::memory_order_seq_cst) == 0) return false;
+            std::this_thread::sleep_for(pause);
+            pause = std::min(pause * 2, std::chrono::microseconds(10'000));
+        }
     }
 
     // Which worker of its executor the calling thread is.
@@ -476,6 +500,7 @@ private:
     std::unique_ptr<Deque[]> deques_;
     std::size_t deque_count_ = 0;
     alignas(64) std::atomic<std::size_t> sleepers_{0};
+    std::atomic<std::size_t> busy_workers_{0};  // started and not lingering (see linger)
     std::mutex join_mutex_;
     std::vector<std::thread> threads_;
 };
