@@ -120,7 +120,9 @@ public:
 private:
     void run_claimed() noexcept {
         counters_.started();
-        counters_.finished(invoke_and_publish<R>(*this, call_));
+        const bool ok = invoke_and_publish<R>(*this, call_);
+        if (current_wait_helper != &owner_) return;  // the task destroyed its executor (~ThreadExecutor)
+        counters_.finished(ok);
     }
     void destroy() noexcept override { delete this; }
 
@@ -139,9 +141,11 @@ public:
 
     void run() noexcept override {
         Core& core = core_;
+        const WaitHelper* const owner = &core;
         core.counters().started();
         auto error = capture_exception([this] { std::apply([](auto&... c) { std::invoke(std::move(c)...); }, call_); });
         delete this;  // what the task captured goes before anyone learns it ran
+        if (current_wait_helper != owner) return;  // the task destroyed its executor (~ThreadExecutor)
         const bool ok = !error;
         if (!ok) core.report(std::move(error));
         core.counters().finished(ok);
@@ -199,6 +203,13 @@ public:
     ~ThreadExecutor() {
         shutdown(Shutdown::drain);
         std::lock_guard lock(join_mutex_);
+        if (detail::current_wait_helper == &core_) {
+            // Destroyed by one of its own tasks: this worker leaves as soon
+            // as that task returns (work() checks), without touching the
+            // executor again, and the others must not linger for it.
+            detail::current_wait_helper = nullptr;
+            if constexpr (own_deques) busy_workers_.fetch_sub(1, std::memory_order_seq_cst);
+        }
         for (auto& t : threads_) {
             if (!t.joinable()) continue;
             if (t.get_id() == std::this_thread::get_id())
@@ -453,7 +464,7 @@ private:
             busy_workers_.fetch_add(1, std::memory_order_seq_cst);
             for (;;) {
                 if (take_local(this, job, false) || core_.try_take(job) || take_local(this, job, true)) {
-                    run_job(job);
+                    if (!run_here(job)) return;
                     continue;
                 }
                 // About to sleep on the shared queue: count as a sleeper,
@@ -463,12 +474,22 @@ private:
                 const bool got = stole || core_.take(job);
                 sleepers_.fetch_sub(1, std::memory_order_seq_cst);
                 if (!got && !linger(job)) break;
-                run_job(job);
+                if (!run_here(job)) return;
             }
         } else {
-            while (core_.take(job)) run_job(job);
+            while (core_.take(job))
+                if (!run_here(job)) return;
         }
         detail::current_wait_helper = nullptr;
+    }
+
+    // Runs a job on this worker; false when the job destroyed this executor
+    // (the destructor cleared current_wait_helper): the worker must leave
+    // without touching `this` again.
+    bool run_here(detail::Job* job) {
+        const detail::WaitHelper* const mine = &core_;
+        run_job(job);
+        return detail::current_wait_helper == mine;
     }
 
     // The shared queue is closed and drained, but a task still running on
