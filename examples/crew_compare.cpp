@@ -23,7 +23,9 @@
 //   move data       a task that takes a std::vector<char> and returns it.
 //                   Threads share memory, so the vector only changes hands (a
 //                   pointer); processes encode it and copy it across the
-//                   channel both ways. One row per channel and size.
+//                   channel both ways. One row per channel and size, and
+//                   one for a crew::SharedArray<char> of 16 MiB handed
+//                   there and back (no copy on either executor).
 //   memory          resident memory per worker. Threads: growth of this
 //                   process's VmRSS per extra thread. Processes: VmRSS of the
 //                   workers (/proc/<pid>/status), which counts pages shared
@@ -93,6 +95,13 @@ using std::chrono::milliseconds;
 int nothing() { return 0; }
 
 std::vector<char> echo(std::vector<char> bytes) { return bytes; }
+
+// The same 16 MiB, shared instead of copied: the task writes one byte and
+// hands the array back.
+crew::SharedArray<char> echo_shared(crew::SharedArray<char> bytes) {
+    bytes[0] = static_cast<char>(bytes[0] + 1);
+    return bytes;
+}
 
 // xorshift rounds: CPU work the compiler cannot fold away, and no memory
 // traffic, so the job scales with cores and not with memory bandwidth.
@@ -368,6 +377,15 @@ void measure_move(const Settings& s, Table& table) {
     crew::ProcessExecutor<crew::ipc::MessageQueue> mq(1);
     const std::vector<char> small = pattern(64), big = pattern(big_size);
     std::array<std::vector<double>, move_cases.size()> small_us, big_us, warm_up;
+    crew::SharedArray<char> shared(big_size);
+    std::array<std::vector<double>, 2> shared_us;  // threads, SharedMemory
+    const auto hand_over = [&](auto& ex, std::vector<double>& each) {
+        const char before = shared[0];
+        const auto t0 = Clock::now();
+        const crew::SharedArray<char> back = ex.submit(echo_shared, shared).get();
+        each.push_back(ms_since(t0) * 1e3);
+        expect(back.size() == big_size && shared[0] == static_cast<char>(before + 1), "the shared array came back");
+    };
     // A round: each pool in turn moves the small vector some times, then the
     // big one once. Round 0 warms up and is not counted.
     for (int round = 0; round <= s.big_reps; ++round) {
@@ -377,6 +395,9 @@ void measure_move(const Settings& s, Table& table) {
         };
         turn(threads, 0);
         turn(shm, 1);
+        std::vector<double> ignored;
+        hand_over(threads, round == 0 ? ignored : shared_us[0]);
+        hand_over(shm, round == 0 ? ignored : shared_us[1]);
         turn(pipe, 2);
         turn(socket, 3);
         turn(mq, 4);
@@ -390,6 +411,9 @@ void measure_move(const Settings& s, Table& table) {
         add(table, {Section::move, std::string("16 MiB there and back, ") + move_cases[c], median(big_us[0]) / 1e3, ms,
                     "ms", "processes: " + number(gbps) + " GB/s (2 x 16 MiB / time)"});
     }
+    add(table, {Section::move, "16 MiB crew::SharedArray there and back, SharedMemory (default)",
+                median(shared_us[0]) / 1e3, median(shared_us[1]) / 1e3, "ms",
+                "no copy: the worker maps the same memory; compare with the rows above"});
 }
 
 // --------------------------------------------------------------- 4. memory
