@@ -175,10 +175,14 @@ TEMPLATE_LIST_TEST_CASE("an executor destroyed by one of its own tasks", "[threa
         auto* ex = new crew::ThreadExecutor<TestType>(2);
         std::atomic<int> ran{0};
         for (int i = 0; i < 10; ++i) ex->post([&ran] { ran.fetch_add(1); });
-        auto f = ex->submit([ex, &ran] {
+        std::atomic<bool> submitted{false};
+        auto f = ex->submit([ex, &ran, &submitted] {
+            // Not while this thread's submit() may still be inside the executor.
+            while (!submitted.load()) std::this_thread::yield();
             delete ex;  // drains the posts first
             return ran.load();
         });
+        submitted.store(true);
         REQUIRE(f.wait_for(30s));
         CHECK(f.get() == 10);
     }

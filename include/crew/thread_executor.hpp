@@ -145,7 +145,10 @@ public:
         core.counters().started();
         auto error = capture_exception([this] { std::apply([](auto&... c) { std::invoke(std::move(c)...); }, call_); });
         delete this;  // what the task captured goes before anyone learns it ran
-        if (current_wait_helper != owner) return;  // the task destroyed its executor (~ThreadExecutor)
+        if (current_wait_helper != owner) {  // the task destroyed its executor (~ThreadExecutor)
+            if (error) print_post_error(error);  // its on_error went with it
+            return;
+        }
         const bool ok = !error;
         if (!ok) core.report(std::move(error));
         core.counters().finished(ok);

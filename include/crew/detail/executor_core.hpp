@@ -301,6 +301,16 @@ std::vector<R> join_chunks(Chunks& chunks, std::size_t expected, std::exception_
     return results;
 }
 
+/// What a post()ed task's exception becomes when no Options::on_error takes
+/// it: a line on stderr (never lost silently).
+inline void print_post_error(const std::exception_ptr& error) noexcept {
+    auto info = describe(error);
+    std::fprintf(stderr,
+                 "crew: a task given to post() threw %s: %s\n"
+                 "crew: (set crew::Options::on_error to handle these yourself)\n",
+                 info.type_name.c_str(), info.what.c_str());
+}
+
 /// The queue of an executor: the Sync policy's bounded ring, with an
 /// overflow list behind it, so the queue is unbounded and no submitter ever
 /// blocks on it (Options::max_pending adds back-pressure for outside threads
@@ -448,11 +458,7 @@ public:
                 error = std::current_exception();  // the handler itself threw: print that
             }
         }
-        auto info = describe(error);
-        std::fprintf(stderr,
-                     "crew: a task given to post() threw %s: %s\n"
-                     "crew: (set crew::Options::on_error to handle these yourself)\n",
-                     info.type_name.c_str(), info.what.c_str());
+        print_post_error(error);
     }
 
 private:
