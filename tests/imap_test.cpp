@@ -230,7 +230,15 @@ TEST_CASE("imap throws a failure at its turn and cancels the rest", "[imap]") {
     auto it = r.begin();
     bool threw = false;
     try {
-        for (; it != r.end(); ++it) before.push_back(*it);
+        for (; it != r.end(); ++it) {
+            before.push_back(*it);
+            // Before the failure is seen, let 6 begin (it holds the worker):
+            // were 6 still queued at the cancel, the worker could take 7
+            // before 7's own cancel, a legitimate order this test is not about.
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+            while (*it == 4 && ran.get().count(6) == 0 && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::yield();
+        }
     } catch (const std::invalid_argument& e) {
         threw = true;
         CHECK(std::string(e.what()) == "input 5 is bad");
@@ -241,7 +249,7 @@ TEST_CASE("imap throws a failure at its turn and cancels the rest", "[imap]") {
     CHECK(before == std::vector<int>{0, 1, 2, 3, 4});  // every earlier result first
     CHECK(it == r.end());                             // the range ended
     CHECK(r.begin() == r.end());
-    // 6 was running (or about to); 7 and 8 were queued and were cancelled.
+    // 6 was running; 7 and 8 were queued and were cancelled.
     const auto ran_inputs = ran.get();
     CHECK(ran_inputs.count(7) == 0);
     CHECK(ran_inputs.count(8) == 0);
@@ -317,7 +325,12 @@ TEST_CASE("destroying imap early cancels what has not started and does not wait"
         auto it = r.begin();
         CHECK(*it == 0);
         // 1 runs (held at the gate), 2..3 are queued; the range goes now,
-        // without waiting for 1.
+        // without waiting for 1. (Wait until 1 began: were it still queued,
+        // cancelling it would free the worker for 2 and 3 before their own
+        // cancel, a legitimate order this test is not about.)
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (ran.get().count(1) == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        REQUIRE(ran.get().count(1) == 1);
     }
     gate.release();
     ex.wait_idle();
