@@ -467,7 +467,7 @@ private:
             busy_workers_.fetch_add(1, std::memory_order_seq_cst);
             for (;;) {
                 if (take_local(this, job, false) || core_.try_take(job) || take_local(this, job, true)) {
-                    if (!run_here(job)) return;
+                    if (!run_and_stay(job)) return;
                     continue;
                 }
                 // About to sleep on the shared queue: count as a sleeper,
@@ -477,11 +477,11 @@ private:
                 const bool got = stole || core_.take(job);
                 sleepers_.fetch_sub(1, std::memory_order_seq_cst);
                 if (!got && !linger(job)) break;
-                if (!run_here(job)) return;
+                if (!run_and_stay(job)) return;
             }
         } else {
             while (core_.take(job))
-                if (!run_here(job)) return;
+                if (!run_and_stay(job)) return;
         }
         detail::current_wait_helper = nullptr;
     }
@@ -489,7 +489,7 @@ private:
     // Runs a job on this worker; false when the job destroyed this executor
     // (the destructor cleared current_wait_helper): the worker must leave
     // without touching `this` again.
-    bool run_here(detail::Job* job) {
+    bool run_and_stay(detail::Job* job) {
         const detail::WaitHelper* const mine = &core_;
         run_job(job);
         return detail::current_wait_helper == mine;
