@@ -79,6 +79,22 @@ public:
 
     [[nodiscard]] pid_t pid() const { return pid_; }
 
+    /// SIGSTOP, then wait (up to `limit`) until the child is stopped. kill()
+    /// returns before the stop takes effect, and a child inside a send that
+    /// never has to wait for room (the reader drains as fast) notices the
+    /// signal only when that call ends, having sent everything.
+    bool stop(std::chrono::seconds limit = 30s) {
+        if (::kill(pid_, SIGSTOP) != 0) return false;
+        const auto until = Clock::now() + limit;
+        for (;;) {
+            siginfo_t info{};
+            const int r = ::waitid(P_PID, static_cast<id_t>(pid_), &info, WSTOPPED | WNOHANG);
+            if (r == 0 && info.si_pid == pid_) return true;
+            if ((r == -1 && errno != EINTR) || Clock::now() > until) return false;
+            std::this_thread::sleep_for(1ms);  // polling the child, not ordering events
+        }
+    }
+
     /// Exit code, or 128 + signal number. A child still running after
     /// `limit` is killed (so a deadlocked child fails the test, not CI).
     int wait(std::chrono::seconds limit = 60s) {
