@@ -84,6 +84,35 @@ crew::SharedArray<std::uint32_t> add_one(crew::SharedArray<std::uint32_t> a) {
 
 std::size_t arrays_held() { return array_fds(); }
 
+/// The file offset of the one SharedArray descriptor this process holds,
+/// which it then sets to 4096. An offset belongs to an open file
+/// description: a task that finds 4096 got the descriptor an earlier task
+/// opened, not a new open() of the same memory.
+long mark_array_fd(crew::SharedArray<std::uint32_t> a) {
+    long before = -1;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        if (std::filesystem::read_symlink(e.path(), ec).string().find("memfd:crew-shared-array") ==
+            std::string::npos)
+            continue;
+        const int fd = std::stoi(e.path().filename().string());
+        before = static_cast<long>(::lseek(fd, 0, SEEK_CUR));
+        ::lseek(fd, 4096, SEEK_SET);
+    }
+    return a.empty() ? -1 : before;
+}
+
+/// Encodes and decodes 50 SharedArrays of its own: none is held once they
+/// are gone (the worker's pin and keep sinks are not the task's).
+std::size_t round_trips_own_arrays() {
+    for (int i = 0; i < 50; ++i) {
+        crew::SharedArray<int> mine(16);
+        auto back = crew::decode<crew::SharedArray<int>>(crew::encode(mine));
+        if (back.data() != mine.data()) return 1000;
+    }
+    return array_fds();
+}
+
 int write_then_die(crew::SharedArray<std::uint32_t> a) {
     for (std::size_t i = 0; i < a.size(); ++i) a[i] = 0xdead0000u + static_cast<std::uint32_t>(i);
     ::raise(SIGKILL);
@@ -416,6 +445,36 @@ TEMPLATE_LIST_TEST_CASE("a worker writes a SharedArray in place and the parent r
     auto held = ex.submit(arrays_held);
     CHECK(ready(held) == 0);  // the worker let go too
     CHECK(crew_test::ipc_names() == names);
+}
+
+TEMPLATE_LIST_TEST_CASE("a worker keeps an array mapped for the next task and unmaps it when idle",
+                        "[shared_array][process]", Channels) {
+    const auto start = GENERATE(crew::Start::fork, crew::Start::spawn);
+    CAPTURE(start_name(start));
+    crew::ProcessExecutor<TestType> ex(1, crew::Options{.start = start});
+    crew::SharedArray<std::uint32_t> a(1 << 16);
+    auto first = ex.submit(mark_array_fd, a);
+    CHECK(ready(first) == 0);  // opened for this task
+    auto again = ex.submit(mark_array_fd, a);
+    CHECK(ready(again) == 4096);  // the same descriptor: not opened again
+    // Idle for a while (20 ms in the worker; longer here, for slow machines),
+    // the worker lets go: the next task opens the array anew.
+    long after_idle = -1;
+    const auto until = Clock::now() + deadline;
+    for (auto pause = 100ms; Clock::now() < until; pause *= 2) {
+        std::this_thread::sleep_for(pause);
+        auto f = ex.submit(mark_array_fd, a);
+        after_idle = ready(f);
+        if (after_idle == 0) break;
+    }
+    CHECK(after_idle == 0);
+    // A task given no array finds none held: the last task's are let go
+    // before a task runs, not after.
+    auto none = ex.submit(arrays_held);
+    CHECK(ready(none) == 0);
+    // What a task encodes and decodes itself is not held for it.
+    auto own = ex.submit(round_trips_own_arrays);
+    CHECK(ready(own) == 0);
 }
 
 TEMPLATE_LIST_TEST_CASE("a worker killed while it holds a SharedArray leaves the memory valid here",

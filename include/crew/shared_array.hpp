@@ -13,9 +13,10 @@
 // moved-from array is empty.
 //
 // When: large data that workers read or write in place (images, matrices,
-// columns). Passing one to a task costs the same whatever its size: about
-// one open() and one mmap() in the receiver (see docs/benchmarks.md). For
-// small data a std::vector by value is as fast and simpler.
+// columns). Passing one to a task costs the same whatever its size: a
+// 48-byte handle, plus one open() and one mmap() the first time a worker
+// sees the array (see docs/benchmarks.md). For small data a std::vector by
+// value is as fast and simpler.
 //
 // Shared means shared: two processes (or threads) writing the same elements
 // at the same time race exactly as two threads would. Give each task its own
@@ -29,7 +30,10 @@
 // process maps it once: every handle in a process (a copy, or a handle
 // received while this process still has the memory mapped, e.g. an array
 // handed to a task and returned) shares that mapping and its descriptor, and
-// the last handle to go unmaps it and closes the descriptor. The kernel frees the memory when the
+// the last handle to go unmaps it and closes the descriptor. A worker also
+// keeps what its last task received mapped until the next task has its
+// arguments (an array handed to task after task is opened and mapped once),
+// or until it has been idle for 20 ms. The kernel frees the memory when the
 // last process holding a mapping or descriptor lets go, also when processes
 // crash: nothing to clean up. Across processes a SharedArray travels as 48
 // bytes (crew::Codec below): the sender's pid and descriptor number, the
@@ -424,7 +428,8 @@ private:
 /// u32 magic, u32 sizeof(T), u64 hash of T's name, u64 element count, then
 /// the sender's descriptor (detail::PeerFd: pid, fd, st_dev, st_ino). An empty
 /// array sends count 0 and no descriptor. Encoding pins the memory through
-/// detail::current_pins when a sink is set; decoding opens and maps it, and
+/// detail::current_pins when a sink is set; decoding opens and maps it (and
+/// hands the mapping to detail::current_keeps when that sink is set), and
 /// throws crew::CodecError when the sender no longer holds it, or when the
 /// bytes are not such a handle.
 template <class T>
@@ -462,7 +467,9 @@ struct Codec<SharedArray<T>> {
             throw CodecError("crew::Codec: a SharedArray of " + std::to_string(n) +
                              " elements cannot exist; the input is corrupt");
         const auto count = static_cast<std::size_t>(n);
-        return SharedArray<T>(detail::SharedMapping::open(peer, count * sizeof(T)), count);
+        auto mapping = detail::SharedMapping::open(peer, count * sizeof(T));
+        detail::keep(mapping);
+        return SharedArray<T>(std::move(mapping), count);
     }
 };
 

@@ -45,6 +45,9 @@
 
 namespace crew::detail {
 
+/// A list of owners that keeps what they own alive (descriptors, mappings).
+using Keepers = std::vector<std::shared_ptr<const void>>;
+
 /// The pin sink. While non-null on a thread, whatever encodes a reference to
 /// a descriptor of this process (crew::Codec<crew::SharedArray<T>>) pushes an
 /// owner of that descriptor here, so the descriptor stays open for as long
@@ -54,26 +57,76 @@ namespace crew::detail {
 /// (kept until the next batch arrives, by when the parent has decoded every
 /// result of the batch before). Null (the default): nothing is pinned, and
 /// the sender must keep the value alive itself until the peer received it.
-inline thread_local std::vector<std::shared_ptr<const void>>* current_pins = nullptr;
+inline thread_local Keepers* current_pins = nullptr;
+
+/// What decoding SharedArrays mapped for a worker's tasks, kept mapped from
+/// one task to the next: a task handed an array the task before it had
+/// finds it mapped (no open, mmap, page faults, munmap per task).
+class KeptMappings {
+public:
+    /// A task starts decoding its arguments: what the last task received
+    /// stays mapped until arguments_decoded().
+    void start_task() {
+        last_.swap(current_);
+        current_.clear();
+    }
+    void add(std::shared_ptr<const void> owner) { current_.push_back(std::move(owner)); }
+    /// The task has its arguments: what the last task received and this one
+    /// was not handed again is unmapped now, before the task runs.
+    void arguments_decoded() noexcept { last_.clear(); }
+    /// The worker is idle: nothing needs to stay mapped.
+    void clear() noexcept {
+        current_.clear();
+        last_.clear();
+    }
+    [[nodiscard]] bool empty() const noexcept { return current_.empty() && last_.empty(); }
+
+private:
+    Keepers current_;  // what this task (or the last one, between tasks) received
+    Keepers last_;     // what the task before received, while this one decodes
+};
+
+/// The keep sink. While non-null on a thread, whatever decodes a reference
+/// to another process's descriptor (crew::Codec<crew::SharedArray<T>>) adds
+/// the mapping it made here. A worker sets it around each task and clears it
+/// after `keep_buffer_idle` of idleness (detail/worker_main.hpp).
+inline thread_local KeptMappings* current_keeps = nullptr;
 
 /// Keeps `owner` alive through the current pin sink, if one is set.
 inline void pin(std::shared_ptr<const void> owner) {
     if (current_pins != nullptr && owner != nullptr) current_pins->push_back(std::move(owner));
 }
 
-/// Sets `current_pins` to `sink` for its lifetime, then restores the previous
-/// sink (scopes nest).
-class PinScope {
+/// Keeps `owner` mapped through the current keep sink, if one is set.
+inline void keep(std::shared_ptr<const void> owner) {
+    if (current_keeps != nullptr && owner != nullptr) current_keeps->add(std::move(owner));
+}
+
+/// Points a sink (`current_pins`, `current_keeps`) at `into` (null: off)
+/// for its lifetime, then restores the sink's previous target (scopes nest).
+template <class Sink>
+class SinkScope {
 public:
-    explicit PinScope(std::vector<std::shared_ptr<const void>>& sink) noexcept : previous_(current_pins) {
-        current_pins = &sink;
-    }
-    PinScope(const PinScope&) = delete;
-    PinScope& operator=(const PinScope&) = delete;
-    ~PinScope() { current_pins = previous_; }
+    SinkScope(Sink*& sink, Sink* into) noexcept : sink_(sink), previous_(sink) { sink = into; }
+    SinkScope(const SinkScope&) = delete;
+    SinkScope& operator=(const SinkScope&) = delete;
+    ~SinkScope() { sink_ = previous_; }
 
 private:
-    std::vector<std::shared_ptr<const void>>* previous_;
+    Sink*& sink_;
+    Sink* previous_;
+};
+
+/// Sets `current_pins` to `sink` for its lifetime (scopes nest).
+class PinScope : public SinkScope<Keepers> {
+public:
+    explicit PinScope(Keepers& sink) noexcept : SinkScope(current_pins, &sink) {}
+};
+
+/// Sets `current_keeps` to `sink` for its lifetime (scopes nest).
+class KeepScope : public SinkScope<KeptMappings> {
+public:
+    explicit KeepScope(KeptMappings& sink) noexcept : SinkScope(current_keeps, &sink) {}
 };
 
 /// An open file of process `pid`, as descriptor `fd` there; dev/ino name the

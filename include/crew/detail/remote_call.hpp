@@ -33,6 +33,7 @@
 #include <crew/detail/code_ref.hpp>
 #include <crew/detail/demangle.hpp>
 #include <crew/detail/executor_core.hpp>
+#include <crew/detail/peer_fd.hpp>
 #include <crew/detail/remote_exception.hpp>
 #include <crew/errors.hpp>
 #include <crew/options.hpp>
@@ -163,6 +164,19 @@ std::vector<R> map_by_slices(const Range& inputs, std::size_t chunk, std::size_t
     return join_chunks<R>(parts, n, submit_error);
 }
 
+/// Runs the task's own code once its arguments are decoded, with the pin and
+/// keep sinks (detail/peer_fd.hpp) off: they hold what the worker decodes as
+/// arguments and encodes as the result, not what the task sends or receives
+/// on channels of its own, which they would hold until the next batch
+/// however many there were.
+template <class Fn>
+decltype(auto) run_task_code(Fn&& fn) {
+    if (current_keeps != nullptr) current_keeps->arguments_decoded();
+    const SinkScope<Keepers> no_pins(current_pins, nullptr);
+    const SinkScope<KeptMappings> no_keeps(current_keeps, nullptr);
+    return std::forward<Fn>(fn)();
+}
+
 /// Runs F(Args...) from encoded arguments; the result is encoded into `out`.
 template <class F, class... Args>
 void call_trampoline(Reader& in, Writer& out) {
@@ -170,10 +184,11 @@ void call_trampoline(Reader& in, Writer& out) {
     std::tuple<Args...> args{in.read_value<Args>()...};  // braces: decoded left to right
     in.expect_end();
     using R = std::invoke_result_t<F&, Args...>;
+    auto call = [&]() -> R { return std::apply(f, std::move(args)); };
     if constexpr (std::is_void_v<R>)
-        std::apply(f, std::move(args));
+        run_task_code(call);
     else
-        out.write_value(std::apply(f, std::move(args)));
+        out.write_value(run_task_code(call));
 }
 
 /// Runs F on every element of an encoded vector (one map() chunk).
@@ -185,7 +200,9 @@ void map_trampoline(Reader& in, Writer& out) {
     using R = std::invoke_result_t<F&, const In&>;
     std::vector<R> results;
     results.reserve(inputs.size());
-    for (const auto& x : inputs) results.push_back(std::invoke(f, x));
+    run_task_code([&] {
+        for (const auto& x : inputs) results.push_back(std::invoke(f, x));
+    });
     out.write_value(results);
 }
 

@@ -91,7 +91,8 @@ template <class Endpoint>
     }
     std::exception_ptr init_error;
     std::vector<std::byte> in, out;
-    std::vector<std::shared_ptr<const void>> result_pins;  // keeps returned SharedArrays until the parent has them
+    Keepers result_pins;  // SharedArrays the last batch returned: kept until the parent has them
+    KeptMappings kept;    // SharedArrays the last task received: still mapped if the next is handed them
     try {
         channel.receive_bytes(in);
         Reader hello(in);
@@ -110,11 +111,13 @@ template <class Endpoint>
         }
         for (;;) {
             try {
-                if (in.capacity() <= keep_buffer_bytes && out.capacity() <= keep_buffer_bytes) {
+                if (in.capacity() <= keep_buffer_bytes && out.capacity() <= keep_buffer_bytes &&
+                    kept.empty()) {
                     channel.receive_bytes(in);
                 } else if (!channel.receive_bytes_until(in, std::chrono::steady_clock::now() + keep_buffer_idle)) {
                     trim(in);  // idle: large buffers go back (a message read in part stays in the channel)
                     trim(out);
+                    kept.clear();  // and the SharedArrays the last task received are unmapped
                     channel.receive_bytes(in);
                 }
             } catch (const std::bad_alloc&) {
@@ -150,6 +153,8 @@ template <class Endpoint>
                     write_failure_reply(out, seq, init_error);
                 } else {
                     PinScope pin(result_pins);
+                    KeepScope keep(kept);
+                    kept.start_task();
                     run_call(seq, batch, out);
                     if (out.size() > config.max_message)
                         write_failure_reply(
