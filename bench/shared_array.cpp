@@ -22,7 +22,10 @@
 //                       returns it, submit + get, 1 worker, on each channel
 //                       and on ThreadExecutor, against one memcpy of the same
 //                       size into a buffer already faulted in (the
-//                       reference). ms per echo. Each row's echo follows
+//                       reference), and against two copies into new
+//                       vectors (the floor of any echo by value: the
+//                       worker's argument and the result here are new
+//                       memory). ms per echo. Each row's echo follows
 //                       the other rows' (its buffers are fresh); the "back
 //                       to back" row times 8 echoes in a row (steady state).
 // --scale multiplies the image size's rows and N. Executors and arrays are
@@ -140,6 +143,19 @@ std::vector<bench::Case> echo_cases(std::size_t bytes) {
                          const double s = bench::seconds(
                              [&] { std::memcpy(to->data(), from->data(), from->size() * sizeof(float)); });
                          bench::check((*to)[to->size() / 2] == 2.5f, "copied");
+                         return s * 1e3;
+                     }});
+    // What any echo by value must do: make two new vectors (the task's
+    // argument in the worker, the result here), each a copy into memory
+    // fresh from the system (a page fault and zeroing per page).
+    cases.push_back({"2 copies into new vectors (the by-value floor)", false, [from] {
+                         float seen = 0;
+                         const double s = bench::seconds([&] {
+                             std::vector<float> argument(from->begin(), from->end());
+                             std::vector<float> result(argument.begin(), argument.end());
+                             seen = result[result.size() / 2];
+                         });
+                         bench::check(seen == 2.5f, "copied");
                          return s * 1e3;
                      }});
     cases.push_back(echo_case<crew::ProcessExecutor<>>("ProcessExecutor<> (shm)", floats));

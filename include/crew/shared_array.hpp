@@ -67,6 +67,7 @@
 // access is the user's to synchronise.
 #pragma once
 
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -118,7 +119,7 @@ class SharedMapping;
 ///
 /// fork(): the lock is taken around fork (pthread_atfork), so a child never
 /// inherits it held; a child starts from an empty table (inherited mappings
-/// may have lost their descriptors there) when it first uses it.
+/// may have lost their descriptors there).
 class MappingRegistry {
 public:
     static MappingRegistry& instance() {
@@ -127,10 +128,14 @@ public:
         return *registry;
     }
 
+    /// This process's id, kept up to date across fork() by the registry's
+    /// fork handler: a handle is described and looked up on every hand-over,
+    /// and getpid() is a system call.
+    [[nodiscard]] pid_t pid() const noexcept { return pid_.load(std::memory_order_relaxed); }
+
     /// The live mapping of `id` in this process, or null.
     std::shared_ptr<SharedMapping> find(const FileId& id) {
         std::lock_guard lock(mutex_);
-        forget_if_forked();
         auto it = map_.find(id);
         return it == map_.end() ? nullptr : it->second.mapping.lock();
     }
@@ -142,7 +147,6 @@ public:
         std::shared_ptr<SharedMapping> existing;
         {
             std::lock_guard lock(mutex_);
-            forget_if_forked();
             auto [it, inserted] = map_.try_emplace(id);
             if (!inserted) existing = it->second.mapping.lock();
             if (existing == nullptr) {
@@ -156,7 +160,6 @@ public:
     /// Called by the mapping's destructor: forgets `id` if it still names `m`.
     void remove(const FileId& id, const SharedMapping* m) noexcept {
         std::lock_guard lock(mutex_);
-        if (pid_ != ::getpid()) return;
         auto it = map_.find(id);
         if (it != map_.end() && it->second.raw == m) map_.erase(it);
     }
@@ -167,19 +170,22 @@ private:
         std::weak_ptr<SharedMapping> mapping;
     };
 
-    MappingRegistry() { ::pthread_atfork(&before_fork, &after_fork, &after_fork); }
-
-    void forget_if_forked() {
-        if (pid_ == ::getpid()) return;
-        map_.clear();
-        pid_ = ::getpid();
-    }
+    MappingRegistry() { ::pthread_atfork(&before_fork, &in_parent, &in_child); }
 
     static void before_fork() noexcept { instance().mutex_.lock(); }
-    static void after_fork() noexcept { instance().mutex_.unlock(); }
+    static void in_parent() noexcept { instance().mutex_.unlock(); }
+    // The child's table would name the parent's mappings; its entries are
+    // only forgotten, not freed (their owners' destructors see no entry).
+    // Only one thread runs in the child here, and it holds the lock.
+    static void in_child() noexcept {
+        auto& r = instance();
+        r.map_.clear();
+        r.pid_.store(::getpid(), std::memory_order_relaxed);
+        r.mutex_.unlock();
+    }
 
     std::mutex mutex_;
-    pid_t pid_ = ::getpid();
+    std::atomic<pid_t> pid_{::getpid()};
     std::unordered_map<FileId, Entry, FileIdHash> map_;
 };
 
@@ -260,7 +266,8 @@ public:
 
     /// This mapping's descriptor, described for another process.
     [[nodiscard]] PeerFd describe() const noexcept {
-        return PeerFd{static_cast<std::int32_t>(::getpid()), static_cast<std::int32_t>(fd_), id_.dev, id_.ino};
+        return PeerFd{static_cast<std::int32_t>(MappingRegistry::instance().pid()), static_cast<std::int32_t>(fd_),
+                      id_.dev, id_.ino};
     }
 
 private:
