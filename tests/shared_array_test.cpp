@@ -477,6 +477,20 @@ TEMPLATE_LIST_TEST_CASE("a worker keeps an array mapped for the next task and un
     CHECK(ready(own) == 0);
 }
 
+TEST_CASE("under memory_limit a worker lets go of the arrays it kept before it fails to map a new one",
+          "[shared_array][process]") {
+    // Sanitizers reserve terabytes of address space; RLIMIT_AS breaks them.
+    if (crew_test::sanitized()) return;
+    crew::ProcessExecutor<> ex(1, crew::Options{.memory_limit = std::size_t{512} << 20, .start = crew::Start::fork});
+    // Each fits in the worker alone; the two together do not.
+    const std::size_t n = (std::size_t{300} << 20) / sizeof(std::uint32_t);
+    crew::SharedArray<std::uint32_t> a(n), b(n);
+    auto first = ex.submit(mark_array_fd, a);
+    CHECK(ready(first) == 0);
+    auto second = ex.submit(mark_array_fd, b);  // `a` is still mapped in the worker when `b` is decoded
+    CHECK(ready(second) == 0);
+}
+
 TEMPLATE_LIST_TEST_CASE("a worker killed while it holds a SharedArray leaves the memory valid here",
                         "[shared_array][process]", Channels) {
     crew::ProcessExecutor<TestType> ex(1, crew::Options{.start = crew::Start::fork});

@@ -301,6 +301,10 @@ private:
 
     static std::shared_ptr<SharedMapping> map(int fd, FileId id, std::size_t bytes) {
         void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        // A worker under Options::memory_limit: the arrays its last task had
+        // (kept in case this one is handed them again) go first.
+        if (p == MAP_FAILED && errno == ENOMEM && current_keeps != nullptr && current_keeps->let_go_of_last())
+            p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED) {
             const int error = errno;
             ::close(fd);

@@ -74,6 +74,14 @@ public:
     /// The task has its arguments: what the last task received and this one
     /// was not handed again is unmapped now, before the task runs.
     void arguments_decoded() noexcept { last_.clear(); }
+    /// Unmaps what the last task received now (an mmap for this task found
+    /// the address space full, Options::memory_limit); false if nothing was
+    /// kept.
+    bool let_go_of_last() noexcept {
+        if (last_.empty()) return false;
+        last_.clear();
+        return true;
+    }
     /// The worker is idle: nothing needs to stay mapped.
     void clear() noexcept {
         current_.clear();
