@@ -18,7 +18,7 @@ echo
 echo "| program | includes | CPU s | target s |"
 echo "| --- | --- | ---: | ---: |"
 for entry in "thread_executor:<crew/thread_executor.hpp>:1.2" "process_executor:<crew/process_executor.hpp>:3" \
-             "umbrella:<crew/crew.hpp>:4"; do
+             "umbrella_threads:<crew/crew.hpp>:4" "umbrella:<crew/crew.hpp>:4"; do
   IFS=: read -r name header target <<<"$entry"
   best=""
   for _ in $(seq "$reps"); do

@@ -84,6 +84,8 @@ crew::SharedArray<std::uint32_t> add_one(crew::SharedArray<std::uint32_t> a) {
 
 std::size_t arrays_held() { return array_fds(); }
 
+std::size_t address_space() { return crew_test::status_bytes(::getpid(), "VmSize"); }
+
 /// The file offset of the one SharedArray descriptor this process holds,
 /// which it then sets to 4096. An offset belongs to an open file
 /// description: a task that finds 4096 got the descriptor an earlier task
@@ -481,9 +483,15 @@ TEST_CASE("under memory_limit a worker lets go of the arrays it kept before it f
           "[shared_array][process]") {
     // Sanitizers reserve terabytes of address space; RLIMIT_AS breaks them.
     if (crew_test::sanitized()) return;
-    crew::ProcessExecutor<> ex(1, crew::Options{.memory_limit = std::size_t{512} << 20, .start = crew::Start::fork});
-    // Each fits in the worker alone; the two together do not.
-    const std::size_t n = (std::size_t{300} << 20) / sizeof(std::uint32_t);
+    // Room for what a fresh worker maps, one array and 228 MiB to spare,
+    // not for two arrays.
+    constexpr std::size_t array_bytes = std::size_t{256} << 20;
+    crew::ProcessExecutor<> probe(1);
+    auto measured = probe.submit(address_space);
+    const std::size_t worker_maps = ready(measured);
+    REQUIRE(worker_maps > 0);
+    crew::ProcessExecutor<> ex(1, crew::Options{.memory_limit = worker_maps + array_bytes + (std::size_t{228} << 20)});
+    const std::size_t n = array_bytes / sizeof(std::uint32_t);
     crew::SharedArray<std::uint32_t> a(n), b(n);
     auto first = ex.submit(mark_array_fd, a);
     CHECK(ready(first) == 0);

@@ -197,12 +197,16 @@ private:
 };
 
 /// Resident memory of process `pid` in bytes (VmRSS), 0 if unknown.
-inline std::size_t resident_bytes(int pid) {
+/// A "Vm...:" figure of /proc/<pid>/status ("VmRSS", "VmSize"), in bytes.
+inline std::size_t status_bytes(int pid, const std::string& field) {
     std::ifstream status("/proc/" + std::to_string(pid) + "/status");
     std::string line;
+    const std::string key = field + ":";
     while (std::getline(status, line))
-        if (line.rfind("VmRSS:", 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(6))) * 1024;
+        if (line.rfind(key, 0) == 0) return static_cast<std::size_t>(std::stoull(line.substr(key.size()))) * 1024;
     return 0;
 }
+
+inline std::size_t resident_bytes(int pid) { return status_bytes(pid, "VmRSS"); }
 
 }  // namespace crew_test

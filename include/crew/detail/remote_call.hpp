@@ -305,8 +305,11 @@ inline void run_encoded_call(std::span<const std::byte> call) {
 
 /// Options::initializer as the call a worker process runs (empty: none). A
 /// plain function pointer travels as a call without arguments, checked as a
-/// task's function is.
-inline std::vector<std::byte> encode_initializer(const Initializer& initializer) {
+/// task's function is. A template only so that a program that makes no
+/// process executor does not compile (and register at start-up) the
+/// initializer's trampoline: <crew/crew.hpp> with threads alone.
+template <class I = Initializer>
+std::vector<std::byte> encode_initializer(const I& initializer) {
     if (const auto* call = initializer.encoded_call()) return *call;
     if (const auto function = initializer.function()) return encode_call<&call_trampoline<Initializer::Function>>(function);
     return {};
