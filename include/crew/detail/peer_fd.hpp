@@ -1,6 +1,7 @@
 // crew/detail/peer_fd.hpp — a descriptor one process holds, opened by another
-// through /proc/<pid>/fd/<fd>; and the "pin sink" that keeps such
-// descriptors open until the peer has them.
+// through /proc/<pid>/fd/<fd>; the "pin sink" that keeps such descriptors
+// open until the peer has them, and the "keep sink" that keeps what a worker
+// mapped from them for its next task.
 //
 // What: export_fd(fd) describes an open file of this process as a PeerFd
 // (pid, fd number, st_dev, st_ino: 24 bytes, trivially copyable, so it
