@@ -66,18 +66,16 @@ inline thread_local Keepers* current_pins = nullptr;
 class KeptMappings {
 public:
     /// A task starts decoding its arguments: what the last task received
-    /// stays mapped until arguments_decoded().
+    /// stays mapped until let_go_of_last().
     void start_task() {
         last_.swap(current_);
         current_.clear();
     }
     void add(std::shared_ptr<const void> owner) { current_.push_back(std::move(owner)); }
-    /// The task has its arguments: what the last task received and this one
-    /// was not handed again is unmapped now, before the task runs.
-    void arguments_decoded() noexcept { last_.clear(); }
-    /// Unmaps what the last task received now (an mmap for this task found
-    /// the address space full, Options::memory_limit); false if nothing was
-    /// kept.
+    /// Unmaps what the last task received and this one was not handed
+    /// again: once the task has its arguments (before it runs), or sooner
+    /// when an mmap for it found the address space full
+    /// (Options::memory_limit). False if nothing was kept.
     bool let_go_of_last() noexcept {
         if (last_.empty()) return false;
         last_.clear();

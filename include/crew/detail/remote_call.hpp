@@ -171,7 +171,7 @@ std::vector<R> map_by_slices(const Range& inputs, std::size_t chunk, std::size_t
 /// however many there were.
 template <class Fn>
 decltype(auto) run_task_code(Fn&& fn) {
-    if (current_keeps != nullptr) current_keeps->arguments_decoded();
+    if (current_keeps != nullptr) (void)current_keeps->let_go_of_last();
     const SinkScope<Keepers> no_pins(current_pins, nullptr);
     const SinkScope<KeptMappings> no_keeps(current_keeps, nullptr);
     return std::forward<Fn>(fn)();
