@@ -44,6 +44,7 @@ struct Options {
     double scale = 1.0;      ///< multiplies every N
     std::size_t workers = 2; ///< pool size (thread-pool bench only)
     std::string only;        ///< run only the rows whose title contains this
+    std::string python = "python3";  ///< runs the Python peers (bench/python_pool.py)
 
     [[nodiscard]] bool wants(std::string_view title) const { return title.find(only) != std::string_view::npos; }
 
@@ -53,8 +54,8 @@ struct Options {
     }
 };
 
-/// Parses --reps=N, --scale=X, --only=TEXT and, when `with_workers`,
-/// --workers=N.
+/// Parses --reps=N, --scale=X, --only=TEXT, --python=PATH and, when
+/// `with_workers`, --workers=N.
 inline Options parse(int argc, char** argv, bool with_workers) {
     Options o;
     for (int i = 1; i < argc; ++i) {
@@ -69,10 +70,12 @@ inline Options parse(int argc, char** argv, bool with_workers) {
             o.scale = std::atof(v->c_str());
         } else if (auto v = value("--only=")) {
             o.only = *v;
+        } else if (auto v = value("--python=")) {
+            o.python = *v;
         } else if (auto v = value("--workers="); v && with_workers) {
             o.workers = static_cast<std::size_t>(std::max(1, std::atoi(v->c_str())));
         } else {
-            std::fprintf(stderr, "usage: %s [--reps=N] [--scale=X] [--only=TEXT]%s\n", argv[0],
+            std::fprintf(stderr, "usage: %s [--reps=N] [--scale=X] [--only=TEXT] [--python=PATH]%s\n", argv[0],
                          with_workers ? " [--workers=N]" : "");
             std::exit(1);
         }
@@ -108,6 +111,33 @@ inline std::vector<Result> measure(const std::vector<Case>& cases, int reps) {
     }
     return out;
 }
+
+#ifdef CREW_BENCH_SOURCE_DIR
+/// The figure `python bench/python_pool.py <args>` prints (the Python peers;
+/// the script times itself, its start-up untimed), or nothing when it prints
+/// "skip" (numpy is missing).
+inline std::optional<double> python_figure(const std::string& python, const std::string& args) {
+    const std::string cmd = python + " " CREW_BENCH_SOURCE_DIR "/python_pool.py " + args;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    check(p != nullptr, "popen python3");
+    char out[64] = {};
+    const bool read = std::fscanf(p, "%63s", out) == 1;
+    check(::pclose(p) == 0 && read, "python_pool.py succeeded");
+    if (std::string_view(out) == "skip") return std::nullopt;
+    const double figure = std::atof(out);
+    check(figure > 0, "python_pool.py printed a figure");
+    return figure;
+}
+
+/// A peer row measured by bench/python_pool.py.
+inline Case python_case(std::string name, const std::string& python, std::string args) {
+    return {std::move(name), false, [python, args] {
+                const auto figure = python_figure(python, args);
+                check(figure.has_value(), "python_pool.py measured");
+                return *figure;
+            }};
+}
+#endif
 
 /// CPU seconds (user + system) used so far by this process and by its
 /// children that still run (worker processes: read from /proc, since they

@@ -151,18 +151,6 @@ bench::Case pipelined(std::size_t n) {
             }};
 }
 
-bench::Case python_pool(const std::string& python, std::size_t n) {
-    return {"Python ProcessPoolExecutor(2)", false, [python, n] {
-                const std::string cmd = python + " " CREW_BENCH_SOURCE_DIR "/python_pool.py " + std::to_string(n);
-                FILE* p = ::popen(cmd.c_str(), "r");
-                bench::check(p != nullptr, "popen python3");
-                double us = -1;
-                bench::check(std::fscanf(p, "%lf", &us) == 1, "python_pool.py printed a figure");
-                bench::check(::pclose(p) == 0 && us > 0, "python_pool.py succeeded");
-                return us;
-            }};
-}
-
 std::vector<bench::Case> speedup(std::size_t tasks, std::uint64_t rounds) {
     std::vector<bench::Case> cases;
     for (std::size_t workers : {2, 1}) {
@@ -273,15 +261,7 @@ void run_table(const bench::Options& opt, const Title& title, std::string_view u
 
 int main(int argc, char** argv) {
     crew::Session session(argc, argv);  // first: spawned workers serve from here
-    std::string python = "python3";
-    std::vector<char*> rest{argv[0]};
-    for (int i = 1; i < argc; ++i) {
-        if (std::string_view(argv[i]).substr(0, 9) == "--python=")
-            python = argv[i] + 9;
-        else
-            rest.push_back(argv[i]);
-    }
-    const bench::Options opt = bench::parse(static_cast<int>(rest.size()), rest.data(), false);
+    const bench::Options opt = bench::parse(argc, argv, false);
     std::printf("## Processes: median of %d (after 1 warm-up), unpinned\n", opt.reps);
 
     auto each_channel = [](auto&& f) {
@@ -301,7 +281,7 @@ int main(int argc, char** argv) {
     if (opt.wants("Pipelined")) {
         std::vector<bench::Case> cases;
         each_channel([&]<class C>(C*) { cases.push_back(pipelined<C>(opt.n(200'000))); });
-        cases.push_back(python_pool(python, opt.n(20'000)));
+        cases.push_back(bench::python_case("Python ProcessPoolExecutor(2)", opt.python, std::to_string(opt.n(20'000))));
         run_table(opt, "Pipelined empty tasks, 2 workers", "us per task", std::move(cases),
                   bench::Target{0.01, "Python ProcessPoolExecutor(2)"});
     }

@@ -3,7 +3,8 @@
 # prints the machine, then runs them all. Arguments (--reps=N, --scale=X) go
 # to every benchmark; WORKERS=N sets the thread-pool size (default 2);
 # BENCH=thread_pool|queue|process|shared_array runs one; PYTHON names the python3 that
-# runs the ProcessPoolExecutor peer (default: python3 from PATH).
+# runs the Python multiprocessing peers (default: python3 from PATH; the blur
+# rows need numpy).
 #
 #   bench/run.sh                 # the full run documented in docs/benchmarks.md
 #   bench/run.sh --reps=3 --scale=0.1   # a quick look
@@ -28,7 +29,7 @@ echo
 for bench in ${BENCH:-thread_pool queue process shared_array}; do
   case "$bench" in
     thread_pool) "$build/bench/bench_thread_pool" --workers="${WORKERS:-2}" "$@" ;;
-    process) "$build/bench/bench_process" --python="${PYTHON:-python3}" "$@" ;;
+    process|shared_array) "$build/bench/bench_$bench" --python="${PYTHON:-python3}" "$@" ;;
     *) "$build/bench/bench_$bench" "$@" ;;
   esac
   echo

@@ -1,7 +1,7 @@
 // bench_shared_array: crew::SharedArray against passing the same data by
 // value, and against a plain loop, side by side in one run.
 //
-//   bench_shared_array [--reps=5] [--scale=1] [--only=TEXT]
+//   bench_shared_array [--reps=5] [--scale=1] [--only=TEXT] [--python=python3]
 //
 // Tables:
 //   blur 24 x 4 MiB     24 grey images of 2048 x 2048 bytes, a 3x3 box blur
@@ -12,7 +12,12 @@
 //                       ProcessExecutor<> on SharedArray (each
 //                       task blurs its image in place), and ThreadExecutor<>
 //                       on SharedArray. ms per batch of 24; the speedup is
-//                       the loop's time over each row's.
+//                       the loop's time over each row's. A second loop
+//                       copies each image in and out, the least a by-value
+//                       task does: 2 x the first loop over it bounds what 2
+//                       workers reach by value. Python's rows (numpy, from
+//                       bench/python_pool.py): its own loop, its pool with
+//                       each image pickled, and shared_memory in place.
 //   1 GiB round trip    serial submit + get of one task, N = 200 (scaled):
 //                       an empty task (the reference); a task given a 1 GiB
 //                       SharedArray that writes one byte and returns its size;
@@ -134,7 +139,7 @@ bench::Case echo_back_to_back_case(std::string name, std::size_t floats, int rou
             }};
 }
 
-std::vector<bench::Case> echo_cases(std::size_t bytes) {
+std::vector<bench::Case> echo_cases(std::size_t bytes, const std::string& python) {
     const std::size_t floats = bytes / sizeof(float);
     std::vector<bench::Case> cases;
     auto from = std::make_shared<std::vector<float>>(floats, 2.5f);
@@ -164,6 +169,9 @@ std::vector<bench::Case> echo_cases(std::size_t bytes) {
     cases.push_back(echo_case<crew::ProcessExecutor<crew::ipc::Socket>>("ProcessExecutor<Socket>", floats));
     cases.push_back(echo_case<crew::ProcessExecutor<crew::ipc::MessageQueue>>("ProcessExecutor<MessageQueue>", floats));
     cases.push_back(echo_case<crew::ThreadExecutor<>>("ThreadExecutor<>", floats));
+    const std::string mib = std::to_string(bytes >> 20);
+    cases.push_back(bench::python_case("Python: copy of bytes into a bytearray", python, "echo " + mib + " memcpy"));
+    cases.push_back(bench::python_case("Python: ProcessPoolExecutor(1), bytes pickled", python, "echo " + mib + " pickle"));
     return cases;
 }
 
@@ -181,7 +189,7 @@ void draw(std::uint8_t* p, std::size_t n, int k) {
     for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<std::uint8_t>((i * 7 + static_cast<std::size_t>(k) * 13) % 251);
 }
 
-std::vector<bench::Case> blur_cases(int images, int h) {
+std::vector<bench::Case> blur_cases(int images, int h, const std::string& python) {
     const std::size_t pixels = static_cast<std::size_t>(width) * static_cast<std::size_t>(h);
     std::vector<bench::Case> cases;
 
@@ -195,6 +203,22 @@ std::vector<bench::Case> blur_cases(int images, int h) {
                                     for (auto& image : *plain) blur(image.data(), width, h);
                                 }) *
                                 1e3;
+                     }});
+    // What each by-value task does at least, whatever the transport: its
+    // argument arrives in a new vector, and its result is copied out of it
+    // (into a buffer used before). Half of this row is the best 2 workers
+    // can do by value.
+    cases.push_back({"loop, each image copied in and out (a by-value task's least work)", false, [plain, h] {
+                         std::vector<std::uint8_t> out((*plain)[0].size());
+                         const double s = bench::seconds([&] {
+                             for (const auto& image : *plain) {
+                                 std::vector<std::uint8_t> argument(image.begin(), image.end());
+                                 blur(argument.data(), width, h);
+                                 std::memcpy(out.data(), argument.data(), out.size());
+                             }
+                         });
+                         bench::check(out.size() == (*plain)[0].size(), "copied");
+                         return s * 1e3;
                      }});
 
     auto pool = std::make_shared<crew::ProcessExecutor<>>(2);
@@ -239,10 +263,19 @@ std::vector<bench::Case> blur_cases(int images, int h) {
                          });
                          return s * 1e3;
                      }});
+
+    if (bench::python_figure(python, "blur loop 16")) {
+        const std::string rows = " " + std::to_string(h);
+        cases.push_back(bench::python_case("Python: sequential loop (numpy)", python, "blur loop" + rows));
+        cases.push_back(bench::python_case("Python: ProcessPoolExecutor(2), pickled by value", python, "blur pickle" + rows));
+        cases.push_back(bench::python_case("Python: ProcessPoolExecutor(2), shared_memory in place", python, "blur shared" + rows));
+    } else {
+        std::printf("\n(%s has no numpy: the Python blur rows are skipped)\n", python.c_str());
+    }
     return cases;
 }
 
-std::vector<bench::Case> huge_cases(std::size_t n, bool with_return) {
+std::vector<bench::Case> huge_cases(std::size_t n, bool with_return, const std::string& python) {
     std::vector<bench::Case> cases;
     auto ex = std::make_shared<crew::ProcessExecutor<>>(1);
     cases.push_back({"empty task: submit + get", false, [ex, n] {
@@ -271,6 +304,9 @@ std::vector<bench::Case> huge_cases(std::size_t n, bool with_return) {
                              bench::check(sum == n * big->size() && (*big)[big->size() - 1] == 2, "came back");
                              return s / static_cast<double>(n) * 1e6;
                          }});
+    const std::string trips = " " + std::to_string(n);
+    cases.push_back(bench::python_case("Python: empty task, ProcessPoolExecutor(1)", python, "huge empty" + trips));
+    cases.push_back(bench::python_case("Python: 1 GiB shared_memory, attached by name in the task", python, "huge shared" + trips));
     return cases;
 }
 
@@ -285,16 +321,29 @@ int main(int argc, char** argv) {
         const std::string title = "blur 24 images of " + std::to_string(width) + " x " + std::to_string(h) +
                                   " bytes (" + bench::fmt(width * static_cast<double>(h) / (1 << 20)) +
                                   " MiB), 2 workers";
-        const auto results = bench::measure(blur_cases(24, h), o.reps);
+        const auto results = bench::measure(blur_cases(24, h, o.python), o.reps);
         bench::report(title, "ms per batch", results);
-        std::printf("\n| speedup over the sequential loop | |\n|---|---:|\n");
-        for (const auto& r : results)
+        // Each row against the loop in its own language; results[1] bounds
+        // what 2 workers can reach by value.
+        auto median_of = [&](std::string_view name) {
+            for (const auto& r : results)
+                if (r.name == name) return r.median;
+            return 0.0;
+        };
+        const double python_loop = median_of("Python: sequential loop (numpy)");
+        std::printf("\n| speedup over the sequential loop in the same language | |\n|---|---:|\n");
+        std::printf("| by value at best, 2 workers (2 x loop / a by-value task's least work) | %sx |\n",
+                    bench::fmt(2 * results[0].median / results[1].median).c_str());
+        for (const auto& r : results) {
             if (r.crew) std::printf("| %s | %sx |\n", r.name.c_str(), bench::fmt(results[0].median / r.median).c_str());
+            if (python_loop > 0 && r.name.starts_with("Python: ProcessPool"))
+                std::printf("| %s | %sx |\n", r.name.c_str(), bench::fmt(python_loop / r.median).c_str());
+        }
     }
     for (std::size_t mib : {16, 64}) {
         const std::string title = "echo a " + std::to_string(mib) + " MiB std::vector<float>, 1 worker";
         if (!o.wants(title)) continue;
-        bench::report(title, "ms per echo", bench::measure(echo_cases(mib << 20), o.reps),
+        bench::report(title, "ms per echo", bench::measure(echo_cases(mib << 20, o.python), o.reps),
                       bench::Target{5.0, "memcpy"});
     }
     if (o.wants("1 GiB")) {
@@ -311,7 +360,8 @@ int main(int argc, char** argv) {
             with_return = false;
         }
         bench::report("1 GiB SharedArray handed to a task, serial round trips (N = " + std::to_string(n) + ")",
-                      "us per trip", bench::measure(huge_cases(n, with_return), o.reps), bench::Target{3.0, ""});
+                      "us per trip", bench::measure(huge_cases(n, with_return, o.python), o.reps),
+                      bench::Target{3.0, "empty task: submit + get"});
     }
     return 0;
 }
