@@ -113,30 +113,42 @@ inline std::vector<Result> measure(const std::vector<Case>& cases, int reps) {
 }
 
 #ifdef CREW_BENCH_SOURCE_DIR
-/// The figure `python bench/python_pool.py <args>` prints (the Python peers;
-/// the script times itself, its start-up untimed), or nothing when it prints
-/// "skip" (numpy is missing).
-inline std::optional<double> python_figure(const std::string& python, const std::string& args) {
-    const std::string cmd = python + " " CREW_BENCH_SOURCE_DIR "/python_pool.py " + args;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    check(p != nullptr, "popen python3");
-    char out[64] = {};
-    const bool read = std::fscanf(p, "%63s", out) == 1;
-    check(::pclose(p) == 0 && read, "python_pool.py succeeded");
-    if (std::string_view(out) == "skip") return std::nullopt;
-    const double figure = std::atof(out);
-    check(figure > 0, "python_pool.py printed a figure");
-    return figure;
-}
+/// The Python that runs the peers of bench/python_pool.py, as found: a
+/// missing interpreter skips the Python rows (a peer that is not installed
+/// is never an error), a missing numpy only the rows that need it.
+struct Python {
+    std::string command;  ///< empty: no Python rows
+    bool has_numpy = false;
 
-/// A peer row measured by bench/python_pool.py.
-inline Case python_case(std::string name, const std::string& python, std::string args) {
-    return {std::move(name), false, [python, args] {
-                const auto figure = python_figure(python, args);
-                check(figure.has_value(), "python_pool.py measured");
-                return *figure;
-            }};
-}
+    /// What `python_pool.py probe` says under `command`; says so when it
+    /// does not run.
+    static Python find(const std::string& command) {
+        const std::string cmd = command + " " CREW_BENCH_SOURCE_DIR "/python_pool.py probe 2>/dev/null";
+        FILE* p = ::popen(cmd.c_str(), "r");
+        check(p != nullptr, "popen");
+        char out[32] = {};
+        const bool read = std::fscanf(p, "%31s", out) == 1;
+        if (::pclose(p) != 0 || !read) {
+            std::printf("\n(%s does not run bench/python_pool.py: the Python rows are skipped)\n", command.c_str());
+            return {};
+        }
+        return {command, std::string_view(out) == "numpy"};
+    }
+
+    /// A peer row: `python_pool.py <args>`, which times itself (its start-up
+    /// untimed) and prints the figure.
+    [[nodiscard]] Case row(std::string name, std::string args) const {
+        return {std::move(name), false, [command = command, args = std::move(args)] {
+                    const std::string cmd = command + " " CREW_BENCH_SOURCE_DIR "/python_pool.py " + args;
+                    FILE* p = ::popen(cmd.c_str(), "r");
+                    check(p != nullptr, "popen python3");
+                    double figure = -1;
+                    const bool read = std::fscanf(p, "%lf", &figure) == 1;
+                    check(::pclose(p) == 0 && read && figure > 0, "python_pool.py printed a figure");
+                    return figure;
+                }};
+    }
+};
 #endif
 
 /// CPU seconds (user + system) used so far by this process and by its

@@ -281,7 +281,8 @@ int main(int argc, char** argv) {
     if (opt.wants("Pipelined")) {
         std::vector<bench::Case> cases;
         each_channel([&]<class C>(C*) { cases.push_back(pipelined<C>(opt.n(200'000))); });
-        cases.push_back(bench::python_case("Python ProcessPoolExecutor(2)", opt.python, std::to_string(opt.n(20'000))));
+        if (const auto python = bench::Python::find(opt.python); !python.command.empty())
+            cases.push_back(python.row("Python ProcessPoolExecutor(2)", std::to_string(opt.n(20'000))));
         run_table(opt, "Pipelined empty tasks, 2 workers", "us per task", std::move(cases),
                   bench::Target{0.01, "Python ProcessPoolExecutor(2)"});
     }

@@ -21,6 +21,9 @@ Each call measures one figure and prints it (set-up and warm-up untimed).
         writes one byte, closes it and returns its size (what the docs show).
         Microseconds per trip.
 
+    python3 bench/python_pool.py probe
+        Prints "numpy" when numpy is there, else "plain".
+
 Pools are started and warmed up (one task per worker) before the clock
 starts, as crew's executors are.
 """
@@ -225,6 +228,13 @@ def huge_trips(mode, n):
 
 def main():
     args = sys.argv[1:]
+    if args == ["probe"]:  # what bench_shared_array may ask for
+        try:
+            import numpy  # noqa: F401
+            print("numpy")
+        except ImportError:
+            print("plain")
+        return
     if not args or args[0].isdigit():
         figure = pipelined(int(args[0]) if args else 20000)
     elif args[0] == "blur":

@@ -140,7 +140,7 @@ bench::Case echo_back_to_back_case(std::string name, std::size_t floats, int rou
             }};
 }
 
-std::vector<bench::Case> echo_cases(std::size_t bytes, const std::string& python) {
+std::vector<bench::Case> echo_cases(std::size_t bytes, const bench::Python& python) {
     const std::size_t floats = bytes / sizeof(float);
     std::vector<bench::Case> cases;
     auto from = std::make_shared<std::vector<float>>(floats, 2.5f);
@@ -170,9 +170,11 @@ std::vector<bench::Case> echo_cases(std::size_t bytes, const std::string& python
     cases.push_back(echo_case<crew::ProcessExecutor<crew::ipc::Socket>>("ProcessExecutor<Socket>", floats));
     cases.push_back(echo_case<crew::ProcessExecutor<crew::ipc::MessageQueue>>("ProcessExecutor<MessageQueue>", floats));
     cases.push_back(echo_case<crew::ThreadExecutor<>>("ThreadExecutor<>", floats));
-    const std::string mib = std::to_string(bytes >> 20);
-    cases.push_back(bench::python_case("Python: copy of bytes into a bytearray", python, "echo " + mib + " memcpy"));
-    cases.push_back(bench::python_case("Python: ProcessPoolExecutor(1), bytes pickled", python, "echo " + mib + " pickle"));
+    if (!python.command.empty()) {
+        const std::string mib = std::to_string(bytes >> 20);
+        cases.push_back(python.row("Python: copy of bytes into a bytearray", "echo " + mib + " memcpy"));
+        cases.push_back(python.row("Python: ProcessPoolExecutor(1), bytes pickled", "echo " + mib + " pickle"));
+    }
     return cases;
 }
 
@@ -190,7 +192,7 @@ void draw(std::uint8_t* p, std::size_t n, int k) {
     for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<std::uint8_t>((i * 7 + static_cast<std::size_t>(k) * 13) % 251);
 }
 
-std::vector<bench::Case> blur_cases(int images, int h, const std::string& python) {
+std::vector<bench::Case> blur_cases(int images, int h, const bench::Python& python) {
     const std::size_t pixels = static_cast<std::size_t>(width) * static_cast<std::size_t>(h);
     std::vector<bench::Case> cases;
 
@@ -271,18 +273,18 @@ std::vector<bench::Case> blur_cases(int images, int h, const std::string& python
                          return s * 1e3;
                      }});
 
-    if (bench::python_figure(python, "blur loop 16")) {
+    if (python.has_numpy) {
         const std::string rows = " " + std::to_string(h);
-        cases.push_back(bench::python_case("Python: sequential loop (numpy)", python, "blur loop" + rows));
-        cases.push_back(bench::python_case("Python: ProcessPoolExecutor(2), pickled by value", python, "blur pickle" + rows));
-        cases.push_back(bench::python_case("Python: ProcessPoolExecutor(2), shared_memory in place", python, "blur shared" + rows));
-    } else {
-        std::printf("\n(%s has no numpy: the Python blur rows are skipped)\n", python.c_str());
+        cases.push_back(python.row("Python: sequential loop (numpy)", "blur loop" + rows));
+        cases.push_back(python.row("Python: ProcessPoolExecutor(2), pickled by value", "blur pickle" + rows));
+        cases.push_back(python.row("Python: ProcessPoolExecutor(2), shared_memory in place", "blur shared" + rows));
+    } else if (!python.command.empty()) {
+        std::printf("\n(%s has no numpy: the Python blur rows are skipped)\n", python.command.c_str());
     }
     return cases;
 }
 
-std::vector<bench::Case> huge_cases(std::size_t n, bool with_return, const std::string& python) {
+std::vector<bench::Case> huge_cases(std::size_t n, bool with_return, const bench::Python& python) {
     std::vector<bench::Case> cases;
     auto ex = std::make_shared<crew::ProcessExecutor<>>(1);
     cases.push_back({"empty task: submit + get", false, [ex, n] {
@@ -311,9 +313,11 @@ std::vector<bench::Case> huge_cases(std::size_t n, bool with_return, const std::
                              bench::check(sum == n * big->size() && (*big)[big->size() - 1] == 2, "came back");
                              return s / static_cast<double>(n) * 1e6;
                          }});
-    const std::string trips = " " + std::to_string(n);
-    cases.push_back(bench::python_case("Python: empty task, ProcessPoolExecutor(1)", python, "huge empty" + trips));
-    cases.push_back(bench::python_case("Python: 1 GiB shared_memory, attached by name in the task", python, "huge shared" + trips));
+    if (!python.command.empty()) {
+        const std::string trips = " " + std::to_string(n);
+        cases.push_back(python.row("Python: empty task, ProcessPoolExecutor(1)", "huge empty" + trips));
+        cases.push_back(python.row("Python: 1 GiB shared_memory, attached by name in the task", "huge shared" + trips));
+    }
     return cases;
 }
 
@@ -322,13 +326,14 @@ std::vector<bench::Case> huge_cases(std::size_t n, bool with_return, const std::
 int main(int argc, char** argv) {
     crew::Session session(argc, argv);
     const auto o = bench::parse(argc, argv, false);
+    const auto python = bench::Python::find(o.python);
 
     if (o.wants("blur")) {
         const int h = static_cast<int>(o.n(2048));
         const std::string title = "blur 24 images of " + std::to_string(width) + " x " + std::to_string(h) +
                                   " bytes (" + bench::fmt(width * static_cast<double>(h) / (1 << 20)) +
                                   " MiB), 2 workers";
-        const auto results = bench::measure(blur_cases(24, h, o.python), o.reps);
+        const auto results = bench::measure(blur_cases(24, h, python), o.reps);
         bench::report(title, "ms per batch", results);
         // Each row against the loop in its own language; results[1] bounds
         // what 2 workers can reach by value.
@@ -350,7 +355,7 @@ int main(int argc, char** argv) {
     for (std::size_t mib : {16, 64}) {
         const std::string title = "echo a " + std::to_string(mib) + " MiB std::vector<float>, 1 worker";
         if (!o.wants(title)) continue;
-        bench::report(title, "ms per echo", bench::measure(echo_cases(mib << 20, o.python), o.reps),
+        bench::report(title, "ms per echo", bench::measure(echo_cases(mib << 20, python), o.reps),
                       bench::Target{5.0, "memcpy"});
     }
     if (o.wants("1 GiB")) {
@@ -367,7 +372,7 @@ int main(int argc, char** argv) {
             with_return = false;
         }
         bench::report("1 GiB SharedArray handed to a task, serial round trips (N = " + std::to_string(n) + ")",
-                      "us per trip", bench::measure(huge_cases(n, with_return, o.python), o.reps),
+                      "us per trip", bench::measure(huge_cases(n, with_return, python), o.reps),
                       bench::Target{3.0, "empty task: submit + get"});
     }
     return 0;
