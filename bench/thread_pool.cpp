@@ -10,11 +10,12 @@
 //                       + join; TBB: run + wait). ns per task.
 //   submit + future     200,000 tasks returning 1, each with a future, then
 //                       get() all (crew: submit + Future::get; peers: a
-//                       std::promise per task). ns per task.
+//                       std::promise per task; TBB: task_arena::enqueue).
+//                       ns per task.
 //   serial round trip   20,000 times: submit one task, get() its result before
-//                       the next (TBB: task_group::run + std::promise; the
-//                       submitting thread blocks in std::future::get, so a
-//                       worker must take the task). us per round trip.
+//                       the next (TBB: task_arena::enqueue + std::promise;
+//                       the submitting thread blocks in std::future::get, so
+//                       a worker must take the task). us per round trip.
 //   nested fork-join    fib(22) where each level submits one half as a task,
 //                       computes the other itself, then waits for the task
 //                       (28,656 tasks; crew: submit + Future::get inside the
@@ -139,9 +140,17 @@ public:
     void post(F f) {
         group_.run(std::move(f));
     }
+    // A task whose submitter then blocks outside TBB (in std::future::get)
+    // is enqueued to the arena, which guarantees a worker takes it: a task
+    // spawned with task_group::run sits in the submitter's own deque, and a
+    // long run of the round trip below hung there now and then (workers
+    // asleep, submitter blocked).
     template <class F>
     auto submit(F f) {
-        return submit_with_promise(*this, std::move(f));
+        Fulfil<F> task{{}, std::move(f)};
+        auto future = task.promise.get_future();
+        arena_.enqueue(std::move(task));
+        return future;
     }
     void drain() {
         arena_.execute([this] { group_.wait(); });
