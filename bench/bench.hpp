@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -152,10 +153,16 @@ struct Python {
 #endif
 
 /// CPU seconds (user + system) used so far by this process and by its
-/// children that still run (worker processes: read from /proc, since they
-/// have not been waited for). For idle-cost rows.
+/// children that still run (worker processes, found in /proc since they have
+/// not been waited for). For idle-cost rows. Read from the CPU-time clocks
+/// (nanoseconds), not /proc's utime and stime, which count whole 10 ms ticks.
 inline double cpu_seconds_of_tree() {
-    auto ticks_of = [](const std::string& stat_path, long* parent) -> double {
+    auto seconds_of = [](clockid_t clock) {
+        timespec t{};
+        if (::clock_gettime(clock, &t) != 0) return 0.0;
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+    };
+    auto parent_of = [](const std::string& stat_path) -> long {
         std::FILE* f = std::fopen(stat_path.c_str(), "r");
         if (f == nullptr) return 0;
         char buf[1024];
@@ -163,25 +170,19 @@ inline double cpu_seconds_of_tree() {
         std::fclose(f);
         buf[n] = '\0';
         const char* p = std::strrchr(buf, ')');  // the command may hold spaces
-        if (p == nullptr) return 0;
-        // Fields after ")": state ppid ... utime is field 14, stime 15 (1-based).
-        char state = 0;
         long ppid = 0;
-        unsigned long long utime = 0, stime = 0;
-        if (std::sscanf(p + 2, "%c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &state, &ppid, &utime,
-                        &stime) != 4)
-            return 0;
-        if (parent != nullptr) *parent = ppid;
-        return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+        if (p == nullptr || std::sscanf(p + 2, "%*c %ld", &ppid) != 1) return 0;
+        return ppid;
     };
-    double total = ticks_of("/proc/self/stat", nullptr);
+    double total = seconds_of(CLOCK_PROCESS_CPUTIME_ID);
     const long self = static_cast<long>(::getpid());
     if (DIR* d = ::opendir("/proc")) {
         while (const dirent* e = ::readdir(d)) {
             if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-            long ppid = 0;
-            const double t = ticks_of(std::string("/proc/") + e->d_name + "/stat", &ppid);
-            if (ppid == self) total += t;
+            if (parent_of(std::string("/proc/") + e->d_name + "/stat") != self) continue;
+            clockid_t child{};
+            if (::clock_getcpuclockid(static_cast<pid_t>(std::atol(e->d_name)), &child) == 0)
+                total += seconds_of(child);
         }
         ::closedir(d);
     }
