@@ -23,7 +23,9 @@
 //   idle cost           CPU time (user + system, this process and its
 //                       workers) that an executor with 2 idle workers uses
 //                       over 1 s, after one task woke them: ThreadExecutor<>
-//                       and ProcessExecutor<>. ms of CPU per second.
+//                       and ProcessExecutor<>, beside what measuring alone
+//                       costs (a /proc scan). ms of CPU per second, from the
+//                       CPU-time clocks.
 // Executors and children are started before the clock starts.
 #include <sys/socket.h>
 #include <sys/wait.h>
