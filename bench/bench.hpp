@@ -124,30 +124,36 @@ struct Python {
     /// What `python_pool.py probe` says under `command`; says so when it
     /// does not run.
     static Python find(const std::string& command) {
-        const std::string cmd = command + " " CREW_BENCH_SOURCE_DIR "/python_pool.py probe 2>/dev/null";
-        FILE* p = ::popen(cmd.c_str(), "r");
-        check(p != nullptr, "popen");
-        char out[32] = {};
-        const bool read = std::fscanf(p, "%31s", out) == 1;
-        if (::pclose(p) != 0 || !read) {
+        const auto word = first_word(command, "probe 2>/dev/null");
+        if (!word) {
             std::printf("\n(%s does not run bench/python_pool.py: the Python rows are skipped)\n", command.c_str());
             return {};
         }
-        return {command, std::string_view(out) == "numpy"};
+        return {command, *word == "numpy"};
     }
 
     /// A peer row: `python_pool.py <args>`, which times itself (its start-up
     /// untimed) and prints the figure.
     [[nodiscard]] Case row(std::string name, std::string args) const {
         return {std::move(name), false, [command = command, args = std::move(args)] {
-                    const std::string cmd = command + " " CREW_BENCH_SOURCE_DIR "/python_pool.py " + args;
-                    FILE* p = ::popen(cmd.c_str(), "r");
-                    check(p != nullptr, "popen python3");
-                    double figure = -1;
-                    const bool read = std::fscanf(p, "%lf", &figure) == 1;
-                    check(::pclose(p) == 0 && read && figure > 0, "python_pool.py printed a figure");
+                    const auto word = first_word(command, args);
+                    const double figure = word ? std::atof(word->c_str()) : 0;
+                    check(figure > 0, "python_pool.py printed a figure");
                     return figure;
                 }};
+    }
+
+private:
+    /// The first word `command bench/python_pool.py <args>` prints, or
+    /// nothing when it printed none or failed.
+    static std::optional<std::string> first_word(const std::string& command, const std::string& args) {
+        const std::string cmd = command + " " CREW_BENCH_SOURCE_DIR "/python_pool.py " + args;
+        FILE* p = ::popen(cmd.c_str(), "r");
+        check(p != nullptr, "popen");
+        char out[64] = {};
+        const bool read = std::fscanf(p, "%63s", out) == 1;
+        if (::pclose(p) != 0 || !read) return std::nullopt;
+        return std::string(out);
     }
 };
 #endif

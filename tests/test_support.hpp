@@ -196,8 +196,8 @@ private:
     bool checked_ = false;
 };
 
-/// Resident memory of process `pid` in bytes (VmRSS), 0 if unknown.
-/// A "Vm...:" figure of /proc/<pid>/status ("VmRSS", "VmSize"), in bytes.
+/// A "Vm...:" figure of /proc/<pid>/status ("VmRSS", "VmSize"), in bytes;
+/// 0 if unknown.
 inline std::size_t status_bytes(int pid, const std::string& field) {
     std::ifstream status("/proc/" + std::to_string(pid) + "/status");
     std::string line;
@@ -207,6 +207,7 @@ inline std::size_t status_bytes(int pid, const std::string& field) {
     return 0;
 }
 
+/// Resident memory of process `pid` in bytes (VmRSS), 0 if unknown.
 inline std::size_t resident_bytes(int pid) { return status_bytes(pid, "VmRSS"); }
 
 }  // namespace crew_test
