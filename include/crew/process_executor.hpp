@@ -492,7 +492,9 @@ private:
 
     // Registered during static initialisation of any program that uses this
     // executor type, so that its spawned copies can serve this channel.
-    static inline const bool serves_ = detail::serve_workers_over<Transport>();
+    // Defined below the class: GCC rejects an inline static member whose
+    // initialiser is not constant under `extern template` (see the end).
+    static const bool serves_;
 
     template <class Fn, class R, class... Args>
     static constexpr void check_task() {
@@ -965,5 +967,14 @@ private:
     std::mutex join_mutex_;
     std::vector<std::thread> dispatchers_;
 };
+
+template <class Channel, class Sync>
+const bool ProcessExecutor<Channel, Sync>::serves_ =
+    detail::serve_workers_over<typename ProcessExecutor<Channel, Sync>::Transport>();
+
+#ifdef CREW_SEPARATE_COMPILATION
+// Compiled once, by <crew/compiled.hpp> (docs/guide.md, "Compile times").
+extern template class ProcessExecutor<ipc::SharedMemory, sync::LockFree>;
+#endif
 
 }  // namespace crew

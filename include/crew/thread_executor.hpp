@@ -529,4 +529,9 @@ private:
     std::vector<std::thread> threads_;
 };
 
+#ifdef CREW_SEPARATE_COMPILATION
+// Compiled once, by <crew/compiled.hpp> (docs/guide.md, "Compile times").
+extern template class ThreadExecutor<sync::LockFree>;
+#endif
+
 }  // namespace crew

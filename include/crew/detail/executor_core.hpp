@@ -503,3 +503,12 @@ private:
 };
 
 }  // namespace crew::detail
+
+#ifdef CREW_SEPARATE_COMPILATION
+// The default policy's core is compiled once, in the translation unit that
+// includes <crew/compiled.hpp>, instead of in every one that uses it.
+#include <crew/sync/lock_free.hpp>
+namespace crew::detail {
+extern template class ExecutorCore<sync::LockFree>;
+}  // namespace crew::detail
+#endif

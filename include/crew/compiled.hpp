@@ -1,0 +1,27 @@
+// crew/compiled.hpp — the part of crew that can be compiled once: the default
+// executors, ThreadExecutor<> and ProcessExecutor<>, explicitly instantiated.
+//
+// When: a program of several files, or one rebuilt often. Define
+// CREW_SEPARATE_COMPILATION in every translation unit (CMake: link
+// crew::compiled instead of crew::crew, which does both), and include this
+// header in exactly one .cpp of the program. The other files then declare
+// these executors `extern template` and stop compiling their code: a file
+// that runs a task on ThreadExecutor<> compiles in about 60% of the time, one
+// on ProcessExecutor<> in about 40% (docs/benchmarks.md, "Include times").
+// Cost: this file takes as long as one ProcessExecutor<> user did before
+// (about 7 s at -O2); other policies and channels stay header-only, and
+// inline as before. Forgetting this file is a link error naming the
+// executor's members. Every file must be built with the same compiler and
+// flags, as for any library.
+#pragma once
+
+#include <crew/process_executor.hpp>
+#include <crew/thread_executor.hpp>
+
+namespace crew {
+namespace detail {
+template class ExecutorCore<sync::LockFree>;
+}  // namespace detail
+template class ThreadExecutor<sync::LockFree>;
+template class ProcessExecutor<ipc::SharedMemory, sync::LockFree>;
+}  // namespace crew
