@@ -54,8 +54,9 @@ inline std::size_t open_fds() {
 
 /// Entries of /dev/shm and /dev/mqueue that this test program could have
 /// made: everything except other processes' MessageQueue names (other test
-/// programs may run at the same time). Those names carry the pid of the
-/// process that called pair(), which in the tests is always this one.
+/// programs may run at the same time: `ctest -j`). Those names carry the pid
+/// of the process that called pair(), which in the tests is always this one.
+/// Open MPI's segments (an mpirun of mpi_suite alongside) are not crew's.
 inline std::set<std::string> ipc_names() {
     std::set<std::string> names;
     const std::string mine = "-" + std::to_string(::getpid()) + "-";
@@ -64,6 +65,7 @@ inline std::set<std::string> ipc_names() {
         for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
             const std::string name = entry.path().filename().string();
             if (name.rfind("crew-mq-", 0) == 0 && name.find(mine) == std::string::npos) continue;
+            if (name.rfind("vader_segment.", 0) == 0 || name.rfind("sm_segment.", 0) == 0) continue;
             names.insert(std::string(dir) + "/" + name);
         }
     }
