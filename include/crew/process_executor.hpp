@@ -491,10 +491,11 @@ private:
     static constexpr int stop_none = 0, stop_cancel = 1, stop_kill = 2;
 
     // Registered during static initialisation of any program that uses this
-    // executor type, so that its spawned copies can serve this channel.
-    // Defined below the class: GCC rejects an inline static member whose
-    // initialiser is not constant under `extern template` (see the end).
-    static const bool serves_;
+    // executor type, so that its spawned copies can serve this channel. Not
+    // const: a const bool may be a constant expression, so compilers
+    // evaluate its initialiser even under `extern template` (see the end),
+    // which GCC rejects and clang pays for by compiling the worker's side.
+    static inline bool serves_ = detail::serve_workers_over<Transport>();
 
     template <class Fn, class R, class... Args>
     static constexpr void check_task() {
@@ -967,10 +968,6 @@ private:
     std::mutex join_mutex_;
     std::vector<std::thread> dispatchers_;
 };
-
-template <class Channel, class Sync>
-const bool ProcessExecutor<Channel, Sync>::serves_ =
-    detail::serve_workers_over<typename ProcessExecutor<Channel, Sync>::Transport>();
 
 #ifdef CREW_SEPARATE_COMPILATION
 // Compiled once, by <crew/compiled.hpp> (docs/guide.md, "Compile times").
