@@ -6,13 +6,13 @@
 // crew::compiled instead of crew::crew, which does both), and include this
 // header in exactly one .cpp of the program. The other files then declare
 // these executors `extern template` and stop compiling their code: a file
-// that runs a task on ThreadExecutor<> compiles in about 60% of the time, one
-// on ProcessExecutor<> in about 40% (docs/benchmarks.md, "Include times").
-// Cost: this file takes as long as one ProcessExecutor<> user did before
-// (about 7 s at -O2); other policies and channels stay header-only, and
-// inline as before. Forgetting this file is a link error naming the
-// executor's members. Every file must be built with the same compiler and
-// flags, as for any library.
+// that runs a task on ThreadExecutor<> compiles in about 70% of the time, one
+// on ProcessExecutor<> in about half (g++ -O2; docs/benchmarks.md, session
+// 11). Cost: this file takes about as long as one ProcessExecutor<> user
+// (5 s), once per program; calls into the executors' members are not inlined
+// into your files; other policies and channels stay header-only. Forgetting
+// this file is a link error naming the executors' members. Every file must
+// be built with the same compiler and flags, as for any library.
 #pragma once
 
 #include <crew/process_executor.hpp>
